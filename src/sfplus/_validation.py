@@ -1,0 +1,85 @@
+"""Range checks shared by both optimizer classes: every bad hyperparameter is a ValueError naming it.
+
+Comparisons are written in the NaN-safe form ``if not lo <= x < hi`` so that NaN is always refused.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+NONFINITE_POLICIES = ("skip", "raise")
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise ValueError(f"Invalid {name} value: {value} (expected a real number or a 0-D tensor)")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name} value: {value!r} (expected a real number)")
+    return float(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Invalid {name} value: {value!r} (expected a non-negative int)")
+    if value < 0:
+        raise ValueError(f"Invalid {name} value: {value} (expected a non-negative int)")
+    return value
+
+
+def validate_hyperparameters(group: dict[str, Any]) -> None:
+    """Check one param group's hyperparameters (constructor defaults or per-group overrides)."""
+    lr = _real("lr", group["lr"])
+    if not (0.0 <= lr < math.inf):
+        raise ValueError(f"Invalid learning rate: {lr} (lr is a finite multiplier >= 0; default 1.0)")
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"Invalid betas value: {betas!r} (expected a pair (beta1, beta2))")
+    for i, beta in enumerate(betas):
+        if not 0.0 <= _real(f"betas[{i}]", beta) < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta} (expected 0 <= beta < 1)")
+    eps = _real("eps", group["eps"])
+    if not 0.0 < eps < math.inf:
+        raise ValueError(f"Invalid eps value: {eps} (expected a finite eps > 0)")
+    wd = _real("weight_decay", group["weight_decay"])
+    if not 0.0 <= wd < math.inf:
+        raise ValueError(f"Invalid weight_decay value: {wd} (expected finite >= 0; AdamC scale, typical 5-50)")
+    _count("warmup_steps", group["warmup_steps"])
+    _count("sf_beta1_anneal_steps", group["sf_beta1_anneal_steps"])
+    _count("c_warmup", group["c_warmup"])
+    sf_beta1 = _real("sf_beta1", group["sf_beta1"])
+    if not 0.0 < sf_beta1 < 1.0:
+        raise ValueError(f"Invalid sf_beta1 value: {sf_beta1} (expected 0 < sf_beta1 < 1)")
+    sf_beta1_max = _real("sf_beta1_max", group["sf_beta1_max"])
+    if not 0.0 < sf_beta1_max < 1.0:
+        raise ValueError(f"Invalid sf_beta1_max value: {sf_beta1_max} (expected 0 < sf_beta1_max < 1)")
+    if group["sf_beta1_anneal_steps"] > 0 and not sf_beta1 <= sf_beta1_max:
+        raise ValueError(
+            f"Invalid sf_beta1_max value: {sf_beta1_max} (with sf_beta1_anneal_steps > 0 it must be "
+            f">= sf_beta1 = {sf_beta1})"
+        )
+    polyak_beta = _real("polyak_beta", group["polyak_beta"])
+    if not 0.0 <= polyak_beta < 1.0:
+        raise ValueError(f"Invalid polyak_beta value: {polyak_beta} (expected 0 <= polyak_beta < 1)")
+    for name in ("r", "weight_lr_power"):
+        value = _real(name, group[name])
+        if not 0.0 <= value < math.inf:
+            raise ValueError(f"Invalid {name} value: {value} (expected finite >= 0)")
+    loss_floor = _real("loss_floor", group["loss_floor"])
+    if not math.isfinite(loss_floor):
+        raise ValueError(f"Invalid loss_floor value: {loss_floor} (expected a finite lower bound of the loss)")
+    if group["max_step"] is not None:
+        max_step = _real("max_step", group["max_step"])
+        if not 0.0 < max_step < math.inf:
+            raise ValueError(f"Invalid max_step value: {max_step} (expected None or finite > 0)")
+
+
+def validate_options(nonfinite: str, foreach: bool | None) -> None:
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"Invalid nonfinite value: {nonfinite!r} (expected one of {NONFINITE_POLICIES})")
+    if foreach not in (None, True, False):
+        raise TypeError(f"Invalid foreach value: {foreach!r} (expected None, True or False)")

@@ -1,0 +1,159 @@
+r"""ScheduleFreePlus: the production optimizer. Three buffers per parameter (z, m, v), a foreach path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _distributed as D
+from ._base import ScheduleFreePlusBase
+from .functional import eval_from_train, schedulefree_plus_update, train_from_eval
+
+__all__ = ["ScheduleFreePlus"]
+
+
+class ScheduleFreePlus(ScheduleFreePlusBase):
+    r"""ScheduleFree+: learning-rate-free, schedule-free AdamC with Polyak steps (Defazio, 2026).
+
+    The model's parameters hold :math:`y` while training and the average :math:`x` in eval mode;
+    the state keeps only the base iterate :math:`z` and Adam's moments. Step :math:`k` computes
+
+    .. math::
+        \begin{align*}
+        \tilde\beta_k &= 1 - \exp\big((1-p)\log(1-\beta_{sf}) + p\log(1-\beta_{max})\big),\;
+            p = \min(k / T_{anneal}, 1)                                                        && (1)\\
+        I_k &= \textstyle\sum \tilde\beta_k \langle g_k, z_{k-1} - x_{k-1} \rangle            && (2)\\
+        e_k &= \beta_p e_{k-1} + (1-\beta_p)\sqrt{\pi/2}\,\|g_k\|_1,\quad
+            \hat e_k = e_k / (1 - \beta_p^k)                                                   && (3)\\
+        \alpha_k &= \min\big(\gamma_k \max(0, F_k - f^* + I_k) / \hat e_k,\ \alpha_{cap}\big)  && (4)\\
+        z &\leftarrow z_{k-1} - \alpha_k^2 \lambda y_{k-1}                                     && (5)\\
+        m_k &= \beta_1 m_{k-1} + (1-\beta_1) g_k,\quad v_k = \beta_2 v_{k-1} + (1-\beta_2) g_k^2 && (6)\\
+        z_k &= z - \alpha_k \hat m_k / (\sqrt{\hat v_k} + \epsilon)                            && (7)\\
+        c_k &= 1 \text{ for } k \le C_{warmup},\ \text{else } w_k / W_k,\
+            w_k = k^r \gamma_{max,k}^{p_w}                                                     && (8)\\
+        x_k &= (1 - c_k) x_{k-1} + c_k z_k                                                     && (9)\\
+        y_k &= \tilde\beta_k x_k + (1 - \tilde\beta_k) z_k                                     && (10)
+        \end{align*}
+
+    Symbols to arguments: :math:`\gamma` = ``lr`` (times the ``warmup_steps`` ramp), :math:`\beta_1,
+    \beta_2` = ``betas``, :math:`\epsilon` = ``eps``, :math:`\lambda` = ``weight_decay``,
+    :math:`\beta_{sf}` = ``sf_beta1``, :math:`\beta_{max}` = ``sf_beta1_max``, :math:`T_{anneal}` =
+    ``sf_beta1_anneal_steps``, :math:`\beta_p` = ``polyak_beta``, :math:`C_{warmup}` = ``c_warmup``,
+    :math:`r` = ``r``, :math:`p_w` = ``weight_lr_power``, :math:`f^*` = ``loss_floor``,
+    :math:`\alpha_{cap}` = ``max_step``. F, I and L are global: over all groups and, when
+    ``torch.distributed`` is initialised, over all ranks (F the mean, I and L each element once).
+
+    Args:
+        params: an iterable of tensors, of dicts (param groups) or of ``(name, tensor)`` pairs.
+        lr: γ, a multiplier of the Polyak step, not a learning rate to tune (default 1.0). An outside
+            LR scheduler that changes it keeps working.
+        betas: (β1, β2), the inner Adam momentum and second-moment EMA (default (0.9, 0.95)).
+        eps: added to sqrt(v̂); also γmax_0 (default 1e-8; must be > 0).
+        weight_decay: λ, AdamC decay scaled by α²; typical 5-50, not AdamW's 0.1 (default 0).
+        warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (default 0).
+        sf_beta1: β_sf, the interpolation weight of y between x and z, in (0, 1) (default 0.9).
+        sf_beta1_max: β_max, the value β̃ is annealed to (default 0.965).
+        sf_beta1_anneal_steps: T_anneal, steps of log-space annealing; 0 disables it (default 0).
+        polyak_beta: β_p, EMA of the L1 norm; 0.9 smooths noisy steps (default 0).
+        c_warmup: C_warmup, steps during which x follows z exactly; 1-2x ``warmup_steps`` (default 0).
+        r: averaging power; 1 for long runs (default 0).
+        weight_lr_power: p_w, power of γmax in the averaging weights (default 2).
+        loss_floor: f*, a known lower bound of the loss; 0 suits cross-entropy (default 0).
+        max_step: α_cap, an upper bound on α; None (default) reproduces the paper.
+        nonfinite: what a NaN/inf loss or gradient does: ``"skip"`` (default: nothing changes, a
+            counter and a warning) or ``"raise"`` (FloatingPointError naming the step).
+        foreach: use the multi-tensor path; None picks it when every parameter is on CUDA.
+        process_group: the data-parallel group for F, I, L (default: the world group when
+            ``torch.distributed`` is initialised).
+
+    State:
+        per parameter: ``z`` (base iterate), ``m``, ``v`` (Adam moments), all in the parameter's
+        dtype, or fp32 with an fp32 master copy ``y`` for bf16/fp16 parameters (averaging in low
+        precision stalls). Per group: ``k`` (steps taken), ``e`` (the raw L1 EMA, never its
+        bias-corrected copy), ``num_skipped``, ``train_mode``, ``y_beta`` (the β̃ that built y, for an
+        exact y ↔ x conversion), ``lr_max`` (γmax) and ``weight_sum`` (W).
+
+    Each step's scalars (k, α, β̃, c, F, I, ‖g‖₁, skipped, ...) are in ``optimizer.stats``.
+
+    References:
+        Defazio, ScheduleFree+: Scaling Learning-Rate-Free & Schedule-Free Learning to Large Language
+        Models, arXiv:2605.19095. Defazio et al., The Road Less Scheduled, arXiv:2405.15682.
+        Oikonomou et al., Taking the Road Less Scheduled with Adaptive Polyak Steps, arXiv:2511.07767.
+    """
+
+    _tensor_state_keys = ("z", "m", "v", "y")
+
+    def _required_state_keys(self, p: torch.Tensor) -> tuple[str, ...]:
+        return ("z", "m", "v", "y") if self._needs_master(p) else ("z", "m", "v")
+
+    def _needs_master(self, p: torch.Tensor) -> bool:
+        return self._state_dtype(p) != p.dtype
+
+    def _init_state(self, params: list[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if not state:
+                z = p.detach().to(self._state_dtype(p), copy=True)  # z_0 = x_0 = y_0 = initial params
+                state["z"] = z
+                state["m"] = torch.zeros_like(z)
+                state["v"] = torch.zeros_like(z)
+                if self._needs_master(p):
+                    state["y"] = z.clone()  # fp32 master of y for a bf16/fp16 parameter
+
+    def _y(self, p: torch.Tensor) -> torch.Tensor:
+        """The tensor that holds y in full precision: the param itself, or its fp32 master."""
+        state = self.state[p]
+        return D.local(state["y"] if "y" in state else p)
+
+    def _group_statistics(self, group: dict[str, Any], params: list[torch.Tensor], world: int):
+        # <g, z - x> = <g, z - y> / β̃_{k-1}, since z - y = β̃_{k-1}(z - x) for the β̃ that built y.
+        dot = torch.zeros((), dtype=torch.float64)
+        l1 = torch.zeros((), dtype=torch.float64)
+        for p in params:
+            scale = D.contribution_scale(p, world)
+            g = D.local(p.grad)
+            if self.state.get(p):
+                z = D.local(self.state[p]["z"])
+                diff = torch.sub(z, self._y(p))
+                dot = dot + scale * torch.sum(diff.mul_(g), dtype=torch.float64).cpu()
+            l1 = l1 + scale * torch.sum(g.abs(), dtype=torch.float64).cpu()
+        return dot / group["y_beta"], l1
+
+    def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
+        beta1, beta2 = group["betas"]
+        foreach = group["foreach"]
+        if foreach is None:
+            foreach = all(p.is_cuda for p in group["params"])
+        stateful = self._params_with_state(group)
+        with_grad = set(params)
+        idle = [p for p in stateful if p not in with_grad]
+        schedulefree_plus_update(
+            [D.local(p) for p in params],
+            [D.local(p.grad) for p in params],
+            [self._y(p) for p in params],
+            [D.local(self.state[p]["z"]) for p in params],
+            [D.local(self.state[p]["m"]) for p in params],
+            [D.local(self.state[p]["v"]) for p in params],
+            idle_ys=[self._y(p) for p in idle],
+            idle_zs=[D.local(self.state[p]["z"]) for p in idle],
+            idle_params=[D.local(p) for p in idle],
+            k=s["k"],
+            alpha=s["alpha"],
+            beta=s["beta"],
+            beta_prev=group["y_beta"],
+            c=s["c"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            foreach=foreach,
+        )
+
+    def _to_eval(self, group: dict[str, Any]) -> None:
+        for p in self._params_with_state(group):
+            eval_from_train(D.local(p), self._y(p), D.local(self.state[p]["z"]), group["y_beta"])
+
+    def _to_train(self, group: dict[str, Any]) -> None:
+        for p in self._params_with_state(group):
+            train_from_eval(D.local(p), self._y(p), D.local(self.state[p]["z"]), group["y_beta"])

@@ -1,0 +1,93 @@
+r"""ScheduleFree+ written the slow, obvious way: the ground truth every fast path is tested against.
+
+It keeps the three sequences x, y and z (and Adam's m and v) explicitly, five buffers per parameter,
+and applies ALGORITHM.md one equation per line, in order, with the paper's symbols as names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _distributed as D
+from ._base import ScheduleFreePlusBase
+
+__all__ = ["ScheduleFreePlusReference"]
+
+
+class ScheduleFreePlusReference(ScheduleFreePlusBase):
+    r"""Reference ScheduleFree+ (explicit x, y, z). Same arguments and scalars as :class:`ScheduleFreePlus`.
+
+    For every parameter with a gradient, step :math:`k` applies
+
+    .. math::
+        \begin{align*}
+        z &\leftarrow z_{k-1} - \alpha_k^2 \lambda\, y_{k-1}                                 && (5)\\
+        m_k &= \beta_1 m_{k-1} + (1-\beta_1) g_k,\quad v_k = \beta_2 v_{k-1} + (1-\beta_2) g_k^2 && (6)\\
+        z_k &= z - \alpha_k\, \hat m_k / (\sqrt{\hat v_k} + \epsilon)                         && (7)\\
+        x_k &= (1 - c_k)\, x_{k-1} + c_k z_k                                                  && (9)\\
+        y_k &= \tilde\beta_k x_k + (1 - \tilde\beta_k) z_k                                    && (10)
+        \end{align*}
+
+    with the scalars :math:`\alpha_k, c_k, \tilde\beta_k` from the shared schedule (equations 1-4, 8).
+    A parameter without a gradient this step keeps its x and z; its y is rebuilt with the new
+    :math:`\tilde\beta_k` (10), so every y of a group is built with the same β̃.
+
+    State per parameter: ``x``, ``y``, ``z``, ``m``, ``v`` (fp32 for bf16/fp16 parameters).
+    """
+
+    _tensor_state_keys = ("x", "y", "z", "m", "v")
+
+    def _init_state(self, params: list[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if not state:
+                y = p.detach().to(self._state_dtype(p), copy=True)  # x_0 = y_0 = z_0 = initial params
+                state["x"] = y.clone()
+                state["y"] = y
+                state["z"] = y.clone()
+                state["m"] = torch.zeros_like(y)
+                state["v"] = torch.zeros_like(y)
+
+    def _group_statistics(self, group: dict[str, Any], params: list[torch.Tensor], world: int):
+        dot = torch.zeros((), dtype=torch.float64)
+        l1 = torch.zeros((), dtype=torch.float64)
+        for p in params:
+            scale = D.contribution_scale(p, world)
+            g = D.local(p.grad).to(self._state_dtype(p))
+            state = self.state.get(p, {})
+            if state:  # no state yet: z = x = p, so <g, z - x> = 0
+                x, z = D.local(state["x"]), D.local(state["z"])
+                dot = dot + scale * torch.sum(g * (z - x), dtype=torch.float64).cpu()  # <g, z - x>
+            l1 = l1 + scale * torch.sum(g.abs(), dtype=torch.float64).cpu()  # ||g||_1
+        return dot, l1
+
+    def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
+        k, alpha, beta, c = s["k"], s["alpha"], s["beta"], s["c"]
+        beta1, beta2 = group["betas"]
+        eps, lam = group["eps"], group["weight_decay"]
+        for p in params:
+            state = self.state[p]
+            g = D.local(p.grad).to(self._state_dtype(p))
+            x, y, z, m, v = (D.local(state[key]) for key in ("x", "y", "z", "m", "v"))
+            z.sub_(alpha**2 * lam * y)  # (5) AdamC decay, at y
+            m.mul_(beta1).add_((1 - beta1) * g)  # (6) m_k
+            v.mul_(beta2).add_((1 - beta2) * g * g)  # (6) v_k
+            m_hat = m / (1 - beta1**k)  # (6) m̂_k
+            v_hat = v / (1 - beta2**k)  # (6) v̂_k
+            z.sub_(alpha * m_hat / (v_hat.sqrt() + eps))  # (7) z_k
+            x.copy_((1 - c) * x + c * z)  # (9) x_k
+        for p in self._params_with_state(group):
+            state = self.state[p]
+            x, y, z = (D.local(state[key]) for key in ("x", "y", "z"))
+            y.copy_(beta * x + (1 - beta) * z)  # (10) y_k
+            D.local(p).copy_(y)
+
+    def _to_eval(self, group: dict[str, Any]) -> None:
+        for p in self._params_with_state(group):
+            D.local(p).copy_(D.local(self.state[p]["x"]))
+
+    def _to_train(self, group: dict[str, Any]) -> None:
+        for p in self._params_with_state(group):
+            D.local(p).copy_(D.local(self.state[p]["y"]))
