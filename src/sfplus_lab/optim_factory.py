@@ -1,0 +1,294 @@
+"""Build ScheduleFree+ or a baseline (AdamW with WSD / cosine / linear decay, Schedule-Free AdamW) from one config.
+
+The baselines come from their own libraries (torch.optim, transformers' WSD schedule, ``schedulefree``)
+so a comparison measures ScheduleFree+ against the code people actually use, not a re-implementation.
+
+The default ScheduleFree+ configuration (``OptimConfig()``) is ONE fixed setting meant for every model
+size and token budget; nothing in it depends on the run's length:
+
+    lr=1.0 (a multiplier, not a learning rate), warmup_steps=50, betas=(0.9, 0.95),
+    weight_decay=10 (AdamC scale: decay is alpha^2 * lambda), sf_beta1=0.9 annealed to sf_beta1_max=0.965
+    over sf_beta1_anneal_steps=1000, polyak_beta=0.9, c_warmup=2 * warmup_steps, r=1.
+
+It follows the paper's advice (beta 0.9 annealed to 0.965, polyak_beta 0.9, C_warmup 1-2x the warmup,
+r=1); the warmup and anneal lengths are fixed step counts, never fractions of a horizon.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+__all__ = [
+    "OPTIMIZERS",
+    "OptimConfig",
+    "build_optimizer",
+    "param_groups",
+    "needs_loss",
+    "optimizer_scalars",
+    "set_train_mode",
+]
+
+#: Optimizer names the lab knows, in the order the help text lists them.
+OPTIMIZERS = ("sfplus", "adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
+
+#: Per-optimizer defaults for the fields left as None. AdamW's lr suits the small lab models
+#: (bench tunes it); sf-adamw uses schedulefree's own default lr.
+_DEFAULT_LR = {"sfplus": 1.0, "adamw-wsd": 3e-3, "adamw-cosine": 3e-3, "adamw-linear": 3e-3, "sf-adamw": 2.5e-3}
+#: AdamC scale for ScheduleFree+ (multiplied by alpha^2), decoupled AdamW scale (multiplied by lr) otherwise.
+_DEFAULT_WEIGHT_DECAY = {"sfplus": 10.0, "adamw-wsd": 0.1, "adamw-cosine": 0.1, "adamw-linear": 0.1, "sf-adamw": 0.1}
+
+
+@dataclass(kw_only=True, slots=True)
+class OptimConfig:
+    """Which optimizer and its hyperparameters. Fields left None take the named optimizer's default."""
+
+    name: str = "sfplus"
+    """One of sfplus, adamw-wsd, adamw-cosine, adamw-linear, sf-adamw."""
+    lr: float | None = None
+    """sfplus: the multiplier gamma of the Polyak step (1.0). Baselines: the peak learning rate."""
+    warmup_steps: int = 50
+    """Linear warmup, in optimizer steps (a fixed count, never a fraction of the run)."""
+    weight_decay: float | None = None
+    """sfplus: AdamC lambda (scaled by alpha^2; default 10). Baselines: decoupled AdamW decay (default 0.1)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """Adam's (beta1, beta2); for sfplus beta1 is the inner momentum."""
+    eps: float = 1e-8
+    """Adam's epsilon."""
+    sf_beta1: float = 0.9
+    """sfplus / sf-adamw: interpolation weight of y between x and z (sf-adamw uses it as its beta1)."""
+    sf_beta1_max: float = 0.965
+    """sfplus: the value sf_beta1 is annealed to (in log(1 - beta))."""
+    sf_beta1_anneal_steps: int = 1000
+    """sfplus: steps over which sf_beta1 anneals to sf_beta1_max; 0 turns annealing off."""
+    polyak_beta: float = 0.9
+    """sfplus: EMA of the gradient's L1 norm in the Polyak denominator."""
+    c_warmup: int | None = None
+    """sfplus: steps during which the average x follows z; None = 2 * warmup_steps."""
+    r: float = 1.0
+    """sfplus / sf-adamw: polynomial averaging power."""
+    weight_lr_power: float = 2.0
+    """sfplus / sf-adamw: power of the step size in the averaging weights."""
+    max_step: float | None = None
+    """sfplus: optional cap on the Polyak step alpha (None = uncapped, as in the paper)."""
+    cooldown_frac: float = 0.2
+    """adamw-wsd: fraction of the run spent in the final linear decay."""
+    min_lr_ratio: float = 0.0
+    """Decaying schedules end at lr * min_lr_ratio."""
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value before the step (0 = off). Not allowed with sfplus: clipping
+    shrinks ||g||_1 but not the loss, which inflates the Polyak step (ALGORITHM.md, pitfalls)."""
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
+        _check_int("warmup_steps", self.warmup_steps)
+        _check_int("sf_beta1_anneal_steps", self.sf_beta1_anneal_steps)
+        if self.c_warmup is not None:
+            _check_int("c_warmup", self.c_warmup)
+        if self.lr is not None:
+            _check_number("lr", self.lr, low=0.0, low_open=True)
+        if self.weight_decay is not None:
+            _check_number("weight_decay", self.weight_decay, low=0.0)
+        if len(self.betas) != 2:
+            raise UserError(f"betas must be two numbers, got {self.betas!r}")
+        for i, beta in enumerate(self.betas):
+            _check_number(f"betas[{i}]", beta, low=0.0, high=1.0)
+        _check_number("eps", self.eps, low=0.0, low_open=True)
+        _check_number("sf_beta1", self.sf_beta1, low=0.0, high=1.0, low_open=True)
+        _check_number("sf_beta1_max", self.sf_beta1_max, low=self.sf_beta1, high=1.0)
+        _check_number("polyak_beta", self.polyak_beta, low=0.0, high=1.0)
+        _check_number("r", self.r, low=0.0)
+        _check_number("weight_lr_power", self.weight_lr_power, low=0.0)
+        if self.max_step is not None:
+            _check_number("max_step", self.max_step, low=0.0, low_open=True)
+        _check_number("cooldown_frac", self.cooldown_frac, low=0.0, high=1.0, high_closed=True)
+        _check_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0, high_closed=True)
+        _check_number("grad_clip", self.grad_clip, low=0.0)
+        if self.name == "sfplus" and self.grad_clip > 0:
+            raise UserError(
+                "grad_clip is not supported with sfplus: clipping shrinks the gradient's L1 norm but not the "
+                "loss, which inflates the Polyak step; leave it at 0"
+            )
+
+    def resolved(self) -> OptimConfig:
+        """A copy with every None replaced by the value actually used (what config.json records)."""
+        return replace(
+            self,
+            lr=_DEFAULT_LR[self.name] if self.lr is None else self.lr,
+            weight_decay=_DEFAULT_WEIGHT_DECAY[self.name] if self.weight_decay is None else self.weight_decay,
+            c_warmup=2 * self.warmup_steps if self.c_warmup is None else self.c_warmup,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _check_number(
+    name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False, high_closed: bool = False
+) -> None:
+    """Finite number in [low, high) (or (low, ...) / (..., high]); NaN fails every comparison, so it is rejected."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value <= high if high_closed else value < high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", "]" if high_closed else ")"
+        raise UserError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {value!r}")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: matrices (embedding included) decay, 1-D tensors (norm gains, biases) don't.
+
+    Every trainable parameter lands in exactly one group (checked), in ``named_parameters`` order, so
+    optimizer state dicts line up between runs of the same model.
+    """
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grouped = decay + no_decay
+    if len(grouped) != len(trainable) or {id(p) for p in grouped} != {id(p) for p in trainable}:
+        raise RuntimeError("parameter grouping lost or duplicated a parameter")  # a bug, not a user mistake
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(
+    cfg: OptimConfig, model: nn.Module, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The optimizer named by ``cfg`` over ``model``'s parameters, and its LR schedule (None when it needs none).
+
+    ``total_steps`` is used only by the decaying baselines (their schedules need the horizon); ScheduleFree+
+    and Schedule-Free AdamW ignore it. Every optimizer starts in train mode.
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise UserError(f"total_steps must be a positive integer, got {total_steps!r}")
+    cfg = cfg.resolved()
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "sfplus":
+        return _build_sfplus(cfg, groups), None
+    if cfg.name == "sf-adamw":
+        return _build_sf_adamw(cfg, groups), None
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw-wsd":
+        return opt, _wsd_schedule(cfg, opt, total_steps)
+    return opt, _decay_schedule(cfg, opt, total_steps)
+
+
+def _build_sfplus(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    from sfplus import ScheduleFreePlus
+
+    opt = ScheduleFreePlus(
+        groups,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        sf_beta1=cfg.sf_beta1,
+        sf_beta1_max=cfg.sf_beta1_max,
+        sf_beta1_anneal_steps=cfg.sf_beta1_anneal_steps,
+        polyak_beta=cfg.polyak_beta,
+        c_warmup=cfg.c_warmup,
+        r=cfg.r,
+        weight_lr_power=cfg.weight_lr_power,
+        max_step=cfg.max_step,
+    )
+    opt.train()
+    return opt
+
+
+def _build_sf_adamw(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    try:
+        import schedulefree
+    except ImportError as exc:
+        raise UserError(
+            "optimizer sf-adamw needs the 'schedulefree' package: pip install schedulefree (or sfplus[bench])"
+        ) from exc
+    opt = schedulefree.AdamWScheduleFree(
+        groups,
+        lr=cfg.lr,
+        betas=(cfg.sf_beta1, cfg.betas[1]),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        r=cfg.r,
+        weight_lr_power=cfg.weight_lr_power,
+    )
+    opt.train()
+    return opt
+
+
+def _wsd_schedule(cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int):
+    """Warmup, a constant stage, then a linear cooldown over ``cooldown_frac`` of the run (transformers)."""
+    try:
+        from transformers import get_wsd_schedule
+    except ImportError as exc:
+        raise UserError(
+            "optimizer adamw-wsd needs the 'transformers' package (its get_wsd_schedule): "
+            "pip install transformers (or sfplus[bench])"
+        ) from exc
+    warmup = min(cfg.warmup_steps, total_steps)
+    decay = min(round(cfg.cooldown_frac * total_steps), total_steps - warmup)
+    return get_wsd_schedule(
+        opt,
+        num_warmup_steps=warmup,
+        num_decay_steps=decay,
+        num_training_steps=total_steps,
+        decay_type="linear",
+        min_lr_ratio=cfg.min_lr_ratio,
+    )
+
+
+def _decay_schedule(cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int):
+    """Linear warmup then cosine or linear decay to ``lr * min_lr_ratio`` at ``total_steps`` (torch.optim)."""
+    sched = torch.optim.lr_scheduler
+    warmup = min(cfg.warmup_steps, total_steps - 1)
+    decay_steps = total_steps - warmup
+    if cfg.name == "adamw-cosine":
+        decay = sched.CosineAnnealingLR(opt, T_max=decay_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
+    else:
+        decay = sched.LinearLR(opt, start_factor=1.0, end_factor=cfg.min_lr_ratio, total_iters=decay_steps)
+    if warmup == 0:
+        return decay
+    ramp = sched.LinearLR(opt, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+    return sched.SequentialLR(opt, schedulers=[ramp, decay], milestones=[warmup])
+
+
+def needs_loss(opt: torch.optim.Optimizer) -> bool:
+    """True for ScheduleFree+: its step takes this step's loss (``opt.step(loss=loss)``)."""
+    from sfplus import ScheduleFreePlus, ScheduleFreePlusReference
+
+    return isinstance(opt, (ScheduleFreePlus, ScheduleFreePlusReference))
+
+
+def set_train_mode(opt: torch.optim.Optimizer, training: bool) -> None:
+    """Schedule-free optimizers swap y (train) and x (eval) in the parameters; others have nothing to swap."""
+    method = getattr(opt, "train" if training else "eval", None)
+    if callable(method):
+        method()
+
+
+def optimizer_scalars(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """The scalars worth logging after a step: ScheduleFree+'s ``stats`` (alpha, beta, c, ...), else the lr."""
+    if needs_loss(opt):
+        stats = dict(opt.stats)
+        for key in ("alphas", "cs", "betas"):
+            stats.pop(key, None)  # per-group copies; group 0's values are already there
+        return stats
+    return {"lr": float(opt.param_groups[0]["lr"])}
