@@ -90,15 +90,25 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             nonfinite=nonfinite,
             foreach=foreach,
         )
-        validate_hyperparameters(defaults)
+        validate_hyperparameters(defaults, warn=False)
         self._process_group = process_group
         self.stats: dict[str, Any] = {}
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ groups and state
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group after checking it; a group that fails a check is not kept."""
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        try:
+            self._check_new_group(self.param_groups[-1])
+        except Exception:
+            # The base class has already appended the group: take it back out, so that a caught
+            # error leaves the optimizer as it was (and the bad group can never be stepped).
+            self.param_groups.pop()
+            raise
+
+    def _check_new_group(self, group: dict[str, Any]) -> None:
+        validate_options(group["nonfinite"], group["foreach"])
         validate_hyperparameters(group)
         for p in group["params"]:
             if not p.is_floating_point():

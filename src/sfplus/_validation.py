@@ -6,6 +6,7 @@ Comparisons are written in the NaN-safe form ``if not lo <= x < hi`` so that NaN
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -31,8 +32,11 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
-def validate_hyperparameters(group: dict[str, Any]) -> None:
-    """Check one param group's hyperparameters (constructor defaults or per-group overrides)."""
+def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> None:
+    """Check one param group's hyperparameters (constructor defaults or per-group overrides).
+
+    ``warn=False`` skips the advisory warnings (the constructor's defaults are checked again per group).
+    """
     lr = _real("lr", group["lr"])
     if not (0.0 <= lr < math.inf):
         raise ValueError(f"Invalid learning rate: {lr} (lr is a finite multiplier >= 0; default 1.0)")
@@ -48,6 +52,14 @@ def validate_hyperparameters(group: dict[str, Any]) -> None:
     wd = _real("weight_decay", group["weight_decay"])
     if not 0.0 <= wd < math.inf:
         raise ValueError(f"Invalid weight_decay value: {wd} (expected finite >= 0; AdamC scale, typical 5-50)")
+    if warn and 0.0 < wd < 1.0:
+        # AdamC decays by α²·λ per step, so AdamW-sized values (0.1) do almost nothing: say so once.
+        warnings.warn(
+            f"weight_decay={wd} is tiny for ScheduleFree+: the decay is AdamC's α²·λ·y per step, so useful "
+            "values are 5-50, not AdamW's 0.1",
+            UserWarning,
+            stacklevel=2,
+        )
     _count("warmup_steps", group["warmup_steps"])
     _count("sf_beta1_anneal_steps", group["sf_beta1_anneal_steps"])
     _count("c_warmup", group["c_warmup"])
