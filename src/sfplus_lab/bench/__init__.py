@@ -1,0 +1,1 @@
+"""Benchmarks: the cost of one optimizer step (``step``) and the quality benchmark behind ``sfplus bench``."""

@@ -1,0 +1,401 @@
+"""The step benchmark: time and peak memory of ONE optimizer step, ScheduleFree+ against AdamW and SF-AdamW.
+
+Why it is built this way:
+
+* **GPT-like shapes.** An optimizer step's cost depends on the number and shapes of tensors (foreach
+  kernels amortise launches over a list; a for-loop pays per tensor), so the parameters are the
+  tensors of a nanoGPT-style model (tied embedding, positions, per layer two norms, the fused qkv,
+  attention output and MLP matrices, a final norm), not one flat vector.
+* **One process, interleaved, medians.** This machine is shared; load comes and goes. Timing every
+  method in the same loop, rotating the order each round, exposes all methods to the same noise, and
+  the median ignores the spikes. Ratios (to fused AdamW and to ``schedulefree.AdamWScheduleFree``) are
+  what carries over between machines, not milliseconds.
+* **Shared parameters and gradients.** All optimizers step the same tensors with the same fixed
+  gradient, so memory holds one copy of parameters and gradients plus each optimizer's state. The
+  values drift a little; the cost of a step does not depend on them. ScheduleFree+ is checked to
+  have taken every step (a skipped step would be cheap and flatter it).
+* **Peak memory** is the transient memory a step allocates beyond the persistent state: on CUDA from
+  the caching allocator's peak, on CPU from ``torch.profiler`` allocation events (the CPU allocator
+  has no peak counter). Persistent state is counted from ``optimizer.state`` directly.
+
+Run it as ``python benchmarks/optimizer_step.py`` or ``python -m sfplus_lab.bench.step``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .meta import run_meta
+
+__all__ = ["SHAPES", "METHODS", "StepBenchConfig", "gpt_param_shapes", "run_step_benchmark", "main"]
+
+
+@dataclass(frozen=True, slots=True)
+class GPTShape:
+    """The tensor shapes of a GPT with a tied embedding: vocabulary, width, depth, context."""
+
+    vocab_size: int
+    d_model: int
+    n_layer: int
+    seq_len: int
+
+
+#: Named sizes: about 10k (tests), 1M, 15M (the issue's target size) and 100M parameters.
+SHAPES: dict[str, GPTShape] = {
+    "tiny": GPTShape(vocab_size=256, d_model=16, n_layer=2, seq_len=32),
+    "1m": GPTShape(vocab_size=2048, d_model=128, n_layer=4, seq_len=256),
+    "15m": GPTShape(vocab_size=8192, d_model=384, n_layer=7, seq_len=256),
+    "100m": GPTShape(vocab_size=32768, d_model=768, n_layer=10, seq_len=1024),
+}
+
+
+def gpt_param_shapes(shape: GPTShape) -> list[tuple[int, ...]]:
+    """The parameter shapes of a nanoGPT-style model without biases, in module order."""
+    d, v = shape.d_model, shape.vocab_size
+    shapes: list[tuple[int, ...]] = [(v, d), (shape.seq_len, d)]  # tied token embedding, positions
+    for _ in range(shape.n_layer):
+        shapes += [(d,), (3 * d, d), (d, d), (d,), (4 * d, d), (d, 4 * d)]  # ln1, qkv, proj, ln2, fc, proj
+    shapes.append((d,))  # final norm
+    return shapes
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One optimizer under test: how to build it, how to step it, state buffers per parameter."""
+
+    name: str
+    build: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+    state_buffers: int  # parameter-sized state tensors, for the memory plan before building
+    needs_loss: bool = False
+
+
+def _sfplus(foreach: bool) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    def build(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        from sfplus import ScheduleFreePlus
+
+        # λ = 20 (the paper's range) so the AdamC decay term is part of the timed step.
+        return ScheduleFreePlus(params, weight_decay=20.0, foreach=foreach)
+
+    return build
+
+
+def _reference(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    from sfplus import ScheduleFreePlusReference
+
+    return ScheduleFreePlusReference(params, weight_decay=20.0)
+
+
+def _adamw(**kwargs: Any) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+    def build(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, **kwargs)
+
+    return build
+
+
+def _sf_adamw(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    import schedulefree
+
+    opt = schedulefree.AdamWScheduleFree(params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+    opt.train()
+    return opt
+
+
+#: In priority order: when memory is short, methods are dropped from the end.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("adamw-fused", _adamw(fused=True), 2),
+        Method("sf-adamw", _sf_adamw, 2),
+        Method("sfplus-foreach", _sfplus(True), 3, needs_loss=True),
+        Method("adamw-foreach", _adamw(foreach=True), 2),
+        Method("sfplus-forloop", _sfplus(False), 3, needs_loss=True),
+        Method("sfplus-reference", _reference, 5, needs_loss=True),
+    )
+}
+
+
+@dataclass(kw_only=True, slots=True)
+class StepBenchConfig:
+    """What to measure. Saved into the results file."""
+
+    sizes: Sequence[str] = ("1m", "15m", "100m")
+    """Named parameter sets from ``SHAPES``."""
+    methods: Sequence[str] = tuple(METHODS)
+    """Optimizers from ``METHODS``, compared in one process."""
+    device: str = "cpu"
+    """``cpu`` or ``cuda``."""
+    repeats: int = 15
+    """Timed steps per method (per size), interleaved across methods."""
+    warmup: int = 3
+    """Untimed steps per method first (lazy state, allocator, kernel caches)."""
+    threads: int = 1
+    """``torch.set_num_threads`` on CPU (this shared machine: 1)."""
+    max_gb: float = 6.0
+    """Memory budget; methods that would not fit are skipped (and listed as skipped)."""
+    seed: int = 0
+    """Seed of the random parameters and gradients."""
+    measure_memory: bool = True
+    """Measure each step's transient peak memory (one extra profiled step per method)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sizes if s not in SHAPES]
+        if unknown:
+            raise ValueError(f"unknown size(s) {unknown}; choose from {sorted(SHAPES)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        if self.repeats < 1 or self.warmup < 0 or self.threads < 1:
+            raise ValueError(f"repeats >= 1, warmup >= 0, threads >= 1 (got {self.repeats}, {self.warmup}, "
+                             f"{self.threads})")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _make_params(shapes: list[tuple[int, ...]], device: torch.device, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for shape in shapes:
+        p = (torch.randn(shape, generator=gen) * 0.02).to(device).requires_grad_(True)
+        p.grad = (torch.randn(shape, generator=gen) * 1e-3).to(device)
+        params.append(p)
+    return params
+
+
+def _step(method: Method, opt: torch.optim.Optimizer) -> None:
+    if method.needs_loss:
+        opt.step(loss=3.0)  # a typical LM loss; F only enters a scalar, not the tensor work
+    else:
+        opt.step()
+
+
+def _state_bytes(opt: torch.optim.Optimizer) -> int:
+    seen: set[int] = set()
+    total = 0
+    for state in opt.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.numel() > 1 and id(value) not in seen:
+                seen.add(id(value))
+                total += value.numel() * value.element_size()
+    return total
+
+
+def _transient_peak_bytes(method: Method, opt: torch.optim.Optimizer, device: torch.device) -> int:
+    """Bytes a step allocates at its peak beyond what was allocated before it."""
+    if device.type == "cuda":
+        _sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        _step(method, opt)
+        _sync(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _step(method, opt)
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return int(peak)
+
+
+def _plan(cfg: StepBenchConfig, num_params: int) -> tuple[list[Method], list[dict[str, Any]]]:
+    """Methods that fit ``max_gb`` (params + grads + each state + 2 transient copies), in priority order."""
+    budget = cfg.max_gb * 2**30
+    per = 4 * num_params  # fp32 bytes per parameter-sized tensor
+    used = per * (2 + 2)  # shared params and grads, and room for a step's temporaries
+    chosen, skipped = [], []
+    for name in METHODS:
+        if name not in cfg.methods:
+            continue
+        method = METHODS[name]
+        need = per * method.state_buffers
+        if used + need > budget:
+            skipped.append({"method": name, "reason": f"needs {need / 2**30:.2f} GiB more than max_gb={cfg.max_gb}"})
+            continue
+        used += need
+        chosen.append(method)
+    return chosen, skipped
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def bench_size(cfg: StepBenchConfig, size: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time every method at one size; rows of results and of skipped methods."""
+    device = torch.device(cfg.device)
+    shapes = gpt_param_shapes(SHAPES[size])
+    num_params = sum(math.prod(s) for s in shapes)
+    methods, skipped = _plan(cfg, num_params)
+    for row in skipped:
+        row["size"] = size
+    params = _make_params(shapes, device, cfg.seed)
+    opts = {m.name: m.build(params) for m in methods}
+    for _ in range(cfg.warmup):
+        for m in methods:
+            _step(m, opts[m.name])
+    times: dict[str, list[float]] = {m.name: [] for m in methods}
+    for r in range(cfg.repeats):
+        order = methods[r % len(methods):] + methods[: r % len(methods)]  # rotate: no fixed position
+        for m in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            _step(m, opts[m.name])
+            _sync(device)
+            times[m.name].append(time.perf_counter() - t0)
+    rows = []
+    for m in methods:
+        opt = opts[m.name]
+        ts = times[m.name]
+        row = {
+            "size": size,
+            "num_params": num_params,
+            "num_tensors": len(shapes),
+            "method": m.name,
+            "median_ms": statistics.median(ts) * 1e3,
+            "p25_ms": _quantile(ts, 0.25) * 1e3,
+            "p75_ms": _quantile(ts, 0.75) * 1e3,
+            "min_ms": min(ts) * 1e3,
+            "repeats": len(ts),
+            "state_bytes": _state_bytes(opt),
+            "state_per_param": _state_bytes(opt) / (4 * num_params),
+        }
+        if cfg.measure_memory:
+            row["transient_peak_bytes"] = _transient_peak_bytes(m, opt, device)
+        if m.needs_loss:
+            row["skipped_steps"] = int(opt.stats.get("num_skipped", 0))
+            if row["skipped_steps"]:
+                raise RuntimeError(f"{m.name} skipped {row['skipped_steps']} steps at {size}: its timing is invalid")
+        rows.append(row)
+    _add_ratios(rows)
+    del opts, params
+    return rows, skipped
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    medians = {row["method"]: row["median_ms"] for row in rows}
+    for row in rows:
+        for base in ("adamw-fused", "sf-adamw"):
+            if base in medians:
+                row[f"ratio_to_{base}"] = row["median_ms"] / medians[base]
+
+
+#: The issue's targets: (method, baseline, limit) at the 15M size.
+TARGETS = (("sfplus-foreach", "adamw-fused", 2.0), ("sfplus-foreach", "sf-adamw", 1.0))
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets wherever both methods were measured (the issue names the 15M size)."""
+    out = []
+    for size in dict.fromkeys(row["size"] for row in rows):
+        by_method = {row["method"]: row for row in rows if row["size"] == size}
+        for method, base, limit in TARGETS:
+            if method in by_method and base in by_method:
+                ratio = by_method[method][f"ratio_to_{base}"]
+                out.append({"size": size, "method": method, "vs": base, "ratio": ratio, "limit": limit,
+                            "met": ratio <= limit})
+    return out
+
+
+def run_step_benchmark(cfg: StepBenchConfig) -> dict[str, Any]:
+    """Run every size; return the results document (meta, config, rows, skipped, targets)."""
+    if cfg.device == "cpu":
+        torch.set_num_threads(cfg.threads)
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for size in cfg.sizes:
+        size_rows, size_skipped = bench_size(cfg, size)
+        rows += size_rows
+        skipped += size_skipped
+    config = asdict(cfg)
+    config["sizes"], config["methods"] = list(cfg.sizes), list(cfg.methods)
+    config["shapes"] = {s: asdict(SHAPES[s]) for s in cfg.sizes}
+    return {
+        "benchmark": "optimizer_step",
+        "schema": 1,
+        "meta": run_meta(cfg.device),
+        "config": config,
+        "results": rows,
+        "skipped": skipped,
+        "targets": check_targets(rows),
+    }
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """A Markdown table of the results (what RESULTS.md quotes)."""
+    lines = [
+        "| size | params | method | median ms | p25-p75 ms | x fused AdamW | x SF-AdamW | state/param | peak temp MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        peak = r.get("transient_peak_bytes")
+        lines.append(
+            f"| {r['size']} | {r['num_params'] / 1e6:.2f}M | {r['method']} | {r['median_ms']:.2f} | "
+            f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f} | {r.get('ratio_to_adamw-fused', math.nan):.2f} | "
+            f"{r.get('ratio_to_sf-adamw', math.nan):.2f} | {r['state_per_param']:.1f} | "
+            f"{'' if peak is None else f'{peak / 2**20:.1f}'} |"
+        )
+    for s in doc["skipped"]:
+        lines.append(f"| {s['size']} | | {s['method']} | skipped: {s['reason']} | | | | | |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Time one optimizer step: ScheduleFree+ vs AdamW and SF-AdamW.")
+    parser.add_argument("--sizes", nargs="+", default=list(StepBenchConfig().sizes), choices=sorted(SHAPES))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-gb", type=float, default=6.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-memory", action="store_true", help="skip the profiled peak-memory step")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON results here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = StepBenchConfig(sizes=tuple(args.sizes), methods=tuple(args.methods), device=args.device,
+                              repeats=args.repeats, warmup=args.warmup, threads=args.threads, max_gb=args.max_gb,
+                              seed=args.seed, measure_memory=not args.no_memory)
+    except ValueError as exc:
+        print(f"optimizer_step: error: {exc}")
+        return 2
+    doc = run_step_benchmark(cfg)
+    print(format_table(doc))
+    for t in doc["targets"]:
+        print(f"target {t['size']}: {t['method']} / {t['vs']} = {t['ratio']:.2f} (limit {t['limit']}): "
+              f"{'met' if t['met'] else 'NOT met'}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
