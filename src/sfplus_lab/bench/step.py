@@ -345,7 +345,8 @@ def run_step_benchmark(cfg: StepBenchConfig) -> dict[str, Any]:
 def format_table(doc: dict[str, Any]) -> str:
     """A Markdown table of the results (what RESULTS.md quotes)."""
     lines = [
-        "| size | params | method | median ms | p25-p75 ms | x fused AdamW | x SF-AdamW | state/param | peak temp MiB |",
+        "| size | params | method | median ms | p25-p75 ms | x fused AdamW | x SF-AdamW | state/param "
+        "| peak temp MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["results"]:
