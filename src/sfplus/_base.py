@@ -240,6 +240,8 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         """Take one step. The loss F comes from ``closure()`` or ``loss=`` (float or 0-D tensor)."""
         if not self.train_mode:
             raise RuntimeError(_EVAL_MODE.format(name=type(self).__name__))
+        if closure is None and loss is None and self._allocate_state_for_checkpoint():
+            return None
         loss_local, ret = self._take_loss(closure, loss)
         active = self._active_params()
         k = self._global("k") + 1
@@ -273,6 +275,23 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         self._set_global("e", e)
         self._record(k, status="ok", F=F, inner=inner, l1=l1, e_hat=e_hat, alphas=alphas, cs=cs, betas=betas)
         return ret
+
+    def _allocate_state_for_checkpoint(self) -> bool:
+        """Allocate the state, change nothing else, when step() comes with no loss and all-zero gradients.
+
+        ``torch.distributed.checkpoint.state_dict`` (get/set_optimizer_state_dict) prepares a fresh
+        optimizer that way (zero gradients, lr 0, ``step(closure=None)``) so that a checkpoint can be
+        loaded into its state tensors. There is nothing to learn from zero gradients, so k, the
+        parameters and every scalar stay as they are. Returns False (the caller then asks for the loss)
+        when no parameter has a gradient or some gradient is non-zero.
+        """
+        active = self._active_params()
+        if not any(active) or any(bool(D.local(p.grad).any()) for params in active for p in params):
+            return False
+        for params in active:
+            self._init_state(params)
+        self._record(self._global("k"), status="zero_grad")
+        return True
 
     def _step_size(self, group: dict[str, Any], k: int, F: float, inner: float, e_hat: float) -> float:
         gamma = float(group["lr"]) * warmup_factor(k, group["warmup_steps"])
