@@ -1,0 +1,127 @@
+"""The scalar math (``sfplus._step_size``) against sequences written out by hand in float64 (RELIABILITY.md A4).
+
+Each expected value is computed a different way from the library (closed forms instead of recursions),
+so a shared mistake is unlikely. The optimizer-level tests at the bottom check that what is *stored*
+is the raw L1 EMA: the public reference code stores the bias-corrected copy and corrects it again
+every step, which makes the Polyak denominator about 1,000× too large by step 10.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from cases import CLASSES
+
+from sfplus import _step_size as S
+
+SQRT_HALF_PI = math.sqrt(math.pi) / math.sqrt(2.0)
+L1_NORMS = [4.0, 2.5, 3.0, 0.5, 1.25]  # ‖g_k‖₁ for k = 1..5
+
+
+@pytest.mark.parametrize("polyak_beta", [0.0, 0.9])
+def test_l1_ema_five_steps_closed_form(polyak_beta):
+    e = 0.0
+    for k in range(1, 6):
+        e, e_hat = S.l1_ema_update(e, L1_NORMS[k - 1], polyak_beta, k)
+        # Closed form of the raw EMA: e_k = (1-β) √(π/2) Σ_j β^(k-j) L_j; ê_k = e_k / (1 - β^k).
+        raw = (1 - polyak_beta) * SQRT_HALF_PI * sum(polyak_beta ** (k - j) * L1_NORMS[j - 1] for j in range(1, k + 1))
+        assert e == pytest.approx(raw, rel=1e-14)
+        assert e_hat == pytest.approx(raw / (1 - polyak_beta**k), rel=1e-14)
+    if polyak_beta == 0.0:
+        assert e_hat == pytest.approx(SQRT_HALF_PI * 1.25, rel=1e-15)  # no memory: the last norm
+
+
+def test_l1_ema_literal_values():
+    """β_p = 0.9, L = 4 then 2.5: e_1 = 0.1·√(π/2)·4, ê_1 = √(π/2)·4; e_2 = 0.9e_1 + 0.1·√(π/2)·2.5."""
+    e1, h1 = S.l1_ema_update(0.0, 4.0, 0.9, 1)
+    assert e1 == pytest.approx(0.5013256549262001, rel=1e-14)
+    assert h1 == pytest.approx(5.013256549262001, rel=1e-14)
+    e2, h2 = S.l1_ema_update(e1, 2.5, 0.9, 2)
+    assert e2 == pytest.approx(0.7645216237624552, rel=1e-14)
+    assert h2 == pytest.approx(0.7645216237624552 / 0.19, rel=1e-14)
+
+
+def test_double_correction_would_be_caught():
+    """Feeding ê back as the previous e (the public code's bug) gives a different, growing sequence."""
+    e, e_bug = 0.0, 0.0
+    for k in range(1, 6):
+        e, e_hat = S.l1_ema_update(e, 1.0, 0.9, k)
+        _, e_bug = S.l1_ema_update(e_bug, 1.0, 0.9, k)
+    assert e_hat == pytest.approx(SQRT_HALF_PI, rel=1e-14)  # a constant norm gives a constant ê
+    assert e_bug > 2.5 * e_hat
+
+
+def test_polyak_step_cases():
+    # α = γ · max(0, F - f* + I) / max(ê, tiny), then the cap.
+    assert S.polyak_step(2.0, 0.5, 1.25, 1.0, 0.0, None) == pytest.approx(2.0)
+    assert S.polyak_step(2.0, 0.5, 1.25, 0.5, 0.5, None) == pytest.approx(0.8)
+    assert S.polyak_step(2.0, -3.0, 1.25, 1.0, 0.0, None) == 0.0  # negative numerator: α = 0, not < 0
+    assert S.polyak_step(2.0, 0.5, 1.25, 1.0, 0.0, 0.1) == 0.1  # capped
+    assert S.polyak_step(0.0, 0.0, 0.0, 1.0, 0.0, None) == 0.0  # 0/tiny, not 0/0
+    assert math.isfinite(S.polyak_step(1.0, 0.0, 0.0, 1.0, 0.0, None))  # ê = 0 hits the floor, no ZeroDivisionError
+    assert S.polyak_step(1.0, 0.0, 1.0, 0.0, 0.0, None) == 0.0  # γ = 0 (warmup from 0)
+
+
+def test_warmup_factor():
+    assert [S.warmup_factor(k, 4) for k in range(1, 7)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert S.warmup_factor(1, 0) == 1.0
+
+
+@pytest.mark.parametrize("r, power", [(0.0, 2.0), (1.0, 2.0), (1.0, 1.0)])
+def test_averaging_weight_five_steps(r, power):
+    alphas = [0.3, 0.7, 0.5, 0.9, 0.2]
+    c_warmup, eps = 2, 1e-8
+    lr_max, weight_sum = eps, 0.0
+    for k in range(1, 6):
+        c, lr_max, weight_sum = S.averaging_weight(k, alphas[k - 1], lr_max, weight_sum, c_warmup, r, power)
+        gmax = [max(alphas[: j]) for j in range(1, k + 1)]  # γmax_j, a running max
+        assert lr_max == gmax[-1]
+        if k <= c_warmup:
+            assert c == 1.0 and weight_sum == 0.0  # warm start: x follows z, W not started
+        else:
+            weights = [j**r * gmax[j - 1] ** power for j in range(c_warmup + 1, k + 1)]
+            assert weight_sum == pytest.approx(sum(weights), rel=1e-14)
+            assert c == pytest.approx(weights[-1] / sum(weights), rel=1e-14)
+            if k == c_warmup + 1:
+                assert c == 1.0  # the first averaged step has c = w / w
+
+
+def test_averaging_weight_zero_sum_is_zero_not_nan():
+    # weight_lr_power > 0 with γmax = 0 gives w = 0: c must be 0 (the average stays), not 0/0.
+    c, lr_max, weight_sum = S.averaging_weight(1, 0.0, 0.0, 0.0, 0, 0.0, 2.0)
+    assert (c, lr_max, weight_sum) == (0.0, 0.0, 0.0)
+
+
+def test_annealed_beta_log_space():
+    b0, bmax, T = 0.8, 0.965, 4
+    for k in range(0, 7):
+        p = min(k / T, 1.0)
+        expected = 1 - (1 - b0) ** (1 - p) * (1 - bmax) ** p  # geometric interpolation of 1-β
+        assert S.annealed_beta(k, b0, bmax, T) == pytest.approx(expected, rel=1e-14)
+    assert S.annealed_beta(2, b0, bmax, 4) == pytest.approx(1 - math.sqrt(0.2 * 0.035), rel=1e-14)
+    assert S.annealed_beta(9, b0, bmax, 0) == b0  # no annealing
+
+
+# ------------------------------------------------------------------- what the optimizer stores
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("polyak_beta", [0.0, 0.9])
+def test_optimizer_stores_raw_ema(cls, polyak_beta, gen):
+    """Five steps on a quadratic: group["e"] is the raw EMA of √(π/2)‖g‖₁ and stats["e_hat"] its correction."""
+    w = torch.nn.Parameter(torch.randn(6, generator=gen, dtype=torch.float64))
+    opt = cls([w], polyak_beta=polyak_beta)
+    norms = []
+    for k in range(1, 6):
+        opt.zero_grad()
+        loss = 0.5 * (w**2).sum()
+        loss.backward()
+        norms.append(w.grad.abs().sum().item())
+        opt.step(loss=loss)
+        raw = (1 - polyak_beta) * SQRT_HALF_PI * sum(polyak_beta ** (k - j) * norms[j - 1] for j in range(1, k + 1))
+        assert opt.param_groups[0]["e"] == pytest.approx(raw, rel=1e-12)
+        assert opt.stats["e_hat"] == pytest.approx(raw / (1 - polyak_beta**k), rel=1e-12)
+        assert opt.stats["l1"] == pytest.approx(norms[-1], rel=1e-12)
+        # α from the logged scalars: γ (F + I) / ê.
+        expected_alpha = max(0.0, opt.stats["loss"] + opt.stats["inner"]) / opt.stats["e_hat"]
+        assert opt.stats["alpha"] == pytest.approx(expected_alpha, rel=1e-12)
