@@ -20,11 +20,12 @@ _REPO = Path(__file__).resolve().parents[3]
 
 
 def _git(*args: str) -> str | None:
+    """Output of a git command in the repository (None outside a checkout); not stripped (porcelain columns)."""
     try:
         out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout
 
 
 def _version(dist: str) -> str | None:
@@ -50,11 +51,11 @@ def run_meta(device: str = "cpu") -> dict[str, Any]:
     ``dirty`` lists the changed tracked files under ``src/`` (the code being measured), so a number
     taken with uncommitted edits says so.
     """
-    commit = _git("rev-parse", "HEAD")
+    commit = (_git("rev-parse", "HEAD") or "").strip() or None
     dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "src")
     meta: dict[str, Any] = {
         "commit": commit,
-        "src_dirty": sorted(line[3:] for line in dirty.splitlines()) if dirty else [],
+        "src_dirty": sorted(line[3:] for line in dirty.splitlines() if line.strip()) if dirty else [],
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "python": platform.python_version(),
         "torch": torch.__version__,
