@@ -207,6 +207,16 @@ def _write_entry(entry: Path, tok: Any, train: np.ndarray, val: dict[str, np.nda
             raise
 
 
+def _discard(entry: Path) -> None:
+    """Move a damaged entry aside and delete it; a process that still maps its files keeps reading them."""
+    aside = entry.with_name(f".{entry.name}.stale-{os.getpid()}")
+    try:
+        os.replace(entry, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _read_entry(entry: Path) -> Corpus | None:
     """Open a complete cache entry as memmaps; ``None`` if there is none or it is unreadable."""
     try:
@@ -249,6 +259,8 @@ def load_corpus(
     if cached is not None:
         cached.name = name
         return cached
+    if entry.exists():
+        _discard(entry)  # unreadable or damaged: rebuild it
     tok, train, val, stats = _tokenize(sources, tokenizer, vocab_size)
     meta = {"name": name, "tokenizer": tokenizer, "vocab_size": tok.vocab_size, "val_fraction": VAL_FRACTION,
             "train_tokens": int(len(train)), "sources": stats}
