@@ -69,9 +69,10 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         max_step: float | None = None,
         nonfinite: str = "skip",
         foreach: bool | None = None,
+        fused: bool | None = None,
         process_group: Any = None,
     ) -> None:
-        validate_options(nonfinite, foreach)
+        validate_options(nonfinite, foreach, fused)
         defaults = dict(
             lr=lr,
             betas=tuple(betas) if isinstance(betas, list) else betas,
@@ -89,6 +90,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             max_step=max_step,
             nonfinite=nonfinite,
             foreach=foreach,
+            fused=fused,
         )
         validate_hyperparameters(defaults, warn=False)
         self._process_group = process_group
@@ -108,7 +110,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             raise
 
     def _check_new_group(self, group: dict[str, Any]) -> None:
-        validate_options(group["nonfinite"], group["foreach"])
+        validate_options(group["nonfinite"], group["foreach"], group["fused"])
         validate_hyperparameters(group)
         for p in group["params"]:
             if not p.is_floating_point():
@@ -138,6 +140,15 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         group.setdefault("lr_max", float(group["eps"]))
         group.setdefault("weight_sum", 0.0)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deepcopy keep the last step's ``stats`` too (the base class keeps only its own three).
+
+        The process group is not picklable and is left out: a copy uses the default group.
+        """
+        state = super().__getstate__()
+        state["stats"] = dict(self.stats)
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("stats", {})
@@ -145,6 +156,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         for group in self.param_groups:
             group.setdefault("nonfinite", "skip")
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
             group.setdefault("max_step", None)
             group.setdefault("loss_floor", 0.0)
             group.setdefault("warmup_steps", 0)

@@ -1,0 +1,304 @@
+"""state_dict, serialisation and loading (RELIABILITY.md A12-A16).
+
+A resumed run must be the same run: every comparison here is bitwise (``torch.equal``), step by step.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from cases import ALL_FEATURES, CLASSES, MLPProblem, assert_snapshots_equal, snapshot
+
+import sfplus
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SETTINGS = [pytest.param({}, id="default"), pytest.param(ALL_FEATURES, id="all_features")]
+BACKFILLED_HYPERPARAMETERS = {"nonfinite": "skip", "foreach": None, "max_step": None, "loss_floor": 0.0}
+
+
+def _step(opt: torch.optim.Optimizer, problem: MLPProblem, *, poison: bool = False) -> None:
+    opt.zero_grad()
+    loss = problem.loss()
+    loss.backward()
+    if poison:  # a non-finite loss: skipped, counted (so num_skipped is part of what must round-trip)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            opt.step(loss=float("nan"))
+    else:
+        opt.step(loss=loss)
+
+
+def _prime(cls: type, kwargs: dict[str, Any], seed: int = 0, steps: int = 10) -> tuple[MLPProblem, Any]:
+    problem = MLPProblem.make(torch.Generator().manual_seed(seed))
+    opt = cls(problem.groups(group1_lr=0.5), **kwargs)
+    for i in range(steps):
+        _step(opt, problem, poison=(i == 4))
+        if i == 6:
+            opt.eval()
+            opt.train()
+    return problem, opt
+
+
+def _clone_problem(problem: MLPProblem) -> MLPProblem:
+    return MLPProblem(
+        params={n: torch.nn.Parameter(p.detach().clone()) for n, p in problem.params.items()},
+        inputs=problem.inputs,
+        targets=problem.targets,
+    )
+
+
+def _assert_state_dicts_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for pid in a["state"]:
+        sa, sb = a["state"][pid], b["state"][pid]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]), f"param {pid} {key}"
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("kwargs", SETTINGS)
+def test_round_trip_runs_in_lockstep(cls, kwargs):
+    problem, opt = _prime(cls, kwargs)
+    twin_problem = _clone_problem(problem)
+    twin = cls(twin_problem.groups(group1_lr=0.5), **kwargs)
+    twin.load_state_dict(copy.deepcopy(opt.state_dict()))
+    group = twin.param_groups[0]
+    assert (group["k"], group["num_skipped"], group["train_mode"]) == (9, 1, True)
+    for key in ("k", "e", "weight_sum", "lr_max", "y_beta", "train_mode", "num_skipped"):
+        assert [g[key] for g in twin.param_groups] == [g[key] for g in opt.param_groups], key
+    for i in range(10):
+        _step(opt, problem)
+        _step(twin, twin_problem)
+        for name, p in problem.params.items():
+            assert torch.equal(p, twin_problem.params[name]), f"step {i}: {name}"
+        assert opt.stats == twin.stats
+    _assert_state_dicts_equal(opt.state_dict(), twin.state_dict())
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_state_dict_in_eval_mode_resumes_in_eval_mode(cls):
+    problem, opt = _prime(cls, {})
+    opt.eval()
+    twin_problem = _clone_problem(problem)
+    twin = cls(twin_problem.groups(group1_lr=0.5))
+    twin.load_state_dict(opt.state_dict())
+    assert not twin.train_mode
+    opt.train()
+    twin.train()
+    for name, p in problem.params.items():
+        assert torch.equal(p, twin_problem.params[name])
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_torch_save_load_weights_only(cls):
+    _, opt = _prime(cls, ALL_FEATURES)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    _assert_state_dicts_equal(loaded, opt.state_dict())
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_deepcopy_repr_and_pickle(cls):
+    problem, opt = _prime(cls, ALL_FEATURES, steps=4)
+    clone = copy.deepcopy(opt)
+    public = {k: v for k, v in vars(opt).items() if not k.startswith("_") and k not in ("state", "param_groups")}
+    assert public.keys() == {k for k in vars(clone) if not k.startswith("_")} - {"state", "param_groups"}
+    assert clone.stats == opt.stats
+    assert all(clone.defaults[key] == value for key, value in opt.defaults.items())  # torch may add keys
+    _assert_state_dicts_equal(clone.state_dict(), opt.state_dict())
+    text = repr(opt)
+    assert cls.__name__ in text and "sf_beta1_anneal_steps: 6" in text and "Parameter Group 1" in text
+    # Pickling the whole optimizer carries its params along: the copy steps like the original.
+    restored = pickle.loads(pickle.dumps(opt))
+    restored_params = [p for g in restored.param_groups for p in g["params"]]
+    twin_problem = MLPProblem(
+        params=dict(zip(problem.params, restored_params)), inputs=problem.inputs, targets=problem.targets
+    )
+    for _ in range(3):
+        _step(opt, problem)
+        _step(restored, twin_problem)
+    for name, p in problem.params.items():
+        assert torch.equal(p, twin_problem.params[name])
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("change", ["reordered", "reshaped", "regrouped", "fewer"])
+def test_mismatched_load_raises_and_changes_nothing(cls, change):
+    source_problem, source = _prime(cls, {})
+    saved = source.state_dict()
+    problem = MLPProblem.make(torch.Generator().manual_seed(1))
+    p = problem.params
+    if change == "reordered":
+        groups = [{"params": [p["b1"], p["W1"], p["empty"]]}, {"params": [p["W2"], p["b2"]]}]
+        expected = r"state '[xz]' for param 0 in group 0 has shape \(8, 4\), expected \(8,\)"
+    elif change == "reshaped":
+        p["W1"] = torch.nn.Parameter(p["W1"].detach().reshape(4, 8).clone())
+        groups = [{"params": [p["W1"], p["b1"], p["empty"]]}, {"params": [p["W2"], p["b2"]]}]
+        expected = r"state '[xz]' for param 0 in group 0 has shape \(8, 4\), expected \(4, 8\)"
+    elif change == "regrouped":
+        groups = [{"params": list(p.values())}]
+        expected = r"2 parameter groups, this optimizer has 1"
+    else:
+        groups = [{"params": [p["W1"], p["b1"]]}, {"params": [p["W2"], p["b2"]]}]
+        expected = r"group 0 has 3 parameters, this optimizer's has 2"
+    opt = cls(groups)
+    loss = problem.loss() if change != "reshaped" else sum((t**2).sum() for t in p.values())
+    loss.backward()
+    opt.step(loss=loss)  # some state of its own, which a failed load must keep
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=expected):
+        opt.load_state_dict(saved)
+    assert_snapshots_equal(before, snapshot(opt), "after a refused load")
+
+
+def test_load_does_not_alias_or_mutate_the_argument():
+    _, opt = _prime(sfplus.ScheduleFreePlus, {})
+    saved = opt.state_dict()
+    kept = copy.deepcopy(saved)
+    problem = MLPProblem.make(torch.Generator().manual_seed(0))
+    twin = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5))
+    twin.load_state_dict(saved)
+    for state in twin.state.values():
+        for t in state.values():
+            t.add_(1.0)  # writing into the loaded state must not reach the caller's dict
+    _assert_state_dicts_equal(saved, kept)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_params_keep_fp32_state_through_load(cls, dtype):
+    def make() -> tuple[list[torch.nn.Parameter], Any]:
+        gen = torch.Generator().manual_seed(2)
+        params = [torch.nn.Parameter(torch.randn(6, 3, generator=gen).to(dtype))]
+        return params, cls(params)
+
+    params, opt = make()
+    for _ in range(3):
+        opt.zero_grad()
+        loss = (params[0].float() ** 2).mean()
+        loss.backward()
+        opt.step(loss=loss)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    params2, twin = make()
+    twin.load_state_dict(torch.load(buffer, weights_only=True))
+    state = twin.state[params2[0]]
+    assert state and all(t.dtype == torch.float32 for t in state.values()), {k: t.dtype for k, t in state.items()}
+    assert params2[0].dtype == dtype
+
+
+# ------------------------------------------------------------------------------- another process
+_SAVER = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from cases import ALL_FEATURES, MLPProblem
+    import sfplus
+    problem = MLPProblem.make(torch.Generator().manual_seed(0))
+    opt = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5), **ALL_FEATURES)
+    for _ in range(6):
+        opt.step(problem.closure_for(opt))
+    torch.save({{"params": {{n: p.detach() for n, p in problem.params.items()}}, "optimizer": opt.state_dict()}},
+               {path!r})
+    """
+)
+
+
+def test_state_saved_in_another_process_resumes_in_lockstep(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    script = _SAVER.format(tests=str(Path(__file__).resolve().parents[1]), path=str(path))
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    checkpoint = torch.load(path, weights_only=True)
+    # The uninterrupted run, in this process.
+    problem = MLPProblem.make(torch.Generator().manual_seed(0))
+    opt = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5), **ALL_FEATURES)
+    for _ in range(6):
+        opt.step(problem.closure_for(opt))
+    resumed = MLPProblem.make(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name, p in resumed.params.items():
+            p.copy_(checkpoint["params"][name])
+    twin = sfplus.ScheduleFreePlus(resumed.groups(group1_lr=0.5), **ALL_FEATURES)
+    twin.load_state_dict(checkpoint["optimizer"])
+    for i in range(5):
+        opt.step(problem.closure_for(opt))
+        twin.step(resumed.closure_for(twin))
+        for name, p in problem.params.items():
+            assert torch.equal(p, resumed.params[name]), f"step {i}: {name}"
+
+
+# ------------------------------------------------------------------------------- compatibility
+def test_v1_state_dict_loads_and_steps():
+    """``tests/assets/state_dict_v1.pt`` (made by make_state_dict_v1.py with sfplus 0.1.0) still loads."""
+    sys.path.insert(0, str(ASSETS))
+    try:
+        import make_state_dict_v1 as v1
+    finally:
+        sys.path.remove(str(ASSETS))
+    saved = torch.load(ASSETS / "state_dict_v1.pt", weights_only=True)
+    assert saved["sfplus_version"] == "0.1.0"
+    problem = v1.problem()
+    with torch.no_grad():
+        for name, p in problem.params.items():
+            p.copy_(saved["params"][name])
+    opt = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5), **v1.SETTINGS)
+    opt.load_state_dict(saved["optimizer"])
+    assert opt.param_groups[0]["k"] == v1.NUM_STEPS
+    for _ in range(3):
+        opt.step(problem.closure_for(opt))
+    assert opt.stats["status"] == "ok" and opt.param_groups[0]["k"] == v1.NUM_STEPS + 3
+    assert all(torch.isfinite(p).all() for p in problem.params.values())
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_missing_optional_keys_are_backfilled(cls):
+    """Group keys added after v1 may be absent from an old state dict: they load with their defaults."""
+    problem, opt = _prime(cls, {})
+    full = opt.state_dict()
+    stripped = copy.deepcopy(full)
+    for group in stripped["param_groups"]:
+        for key in BACKFILLED_HYPERPARAMETERS:
+            del group[key]
+    twins = []
+    for state_dict in (full, stripped):
+        twin_problem = _clone_problem(problem)
+        twin = cls(twin_problem.groups(group1_lr=0.5))
+        twin.load_state_dict(state_dict)
+        twins.append((twin_problem, twin))
+    for key, default in BACKFILLED_HYPERPARAMETERS.items():
+        assert all(g[key] == default for g in twins[1][1].param_groups), key
+    for _ in range(3):
+        for twin_problem, twin in twins:
+            _step(twin, twin_problem)
+    for name, p in twins[0][0].params.items():
+        assert torch.equal(p, twins[1][0].params[name])
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_fresh_state_dict_without_run_state_backfills_fresh_values(cls):
+    problem = MLPProblem.make(torch.Generator().manual_seed(0))
+    opt = cls(problem.groups(), **ALL_FEATURES)
+    stripped = opt.state_dict()
+    run_state = ("k", "e", "num_skipped", "train_mode", "y_beta", "lr_max", "weight_sum")
+    for group in stripped["param_groups"]:
+        for key in run_state:
+            del group[key]
+    twin = cls(_clone_problem(problem).groups(), **ALL_FEATURES)
+    twin.load_state_dict(stripped)
+    for got, want in zip(twin.param_groups, opt.param_groups):
+        assert {k: got[k] for k in run_state} == {k: want[k] for k in run_state}
