@@ -261,7 +261,7 @@ def fetch_corpus(
     *,
     allow_other_versions: bool = False,
     debs_dir: Path | None = None,
-    packages: tuple[Package, ...] = PACKAGES,
+    packages: tuple[Package, ...] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Download (or take from ``debs_dir``), unpack and extract every package; write texts and the manifest."""
@@ -272,7 +272,7 @@ def fetch_corpus(
     except OSError as exc:
         raise UserError(f"cannot create the cache folder {debs}: {exc.strerror or exc}") from exc
     package_rows, source_rows = [], []
-    for pkg in packages:
+    for pkg in packages or PACKAGES:
         deb = _locate(pkg, debs, debs_dir, allow_other_versions, log)
         row = _check_deb(deb, pkg, allow_other_versions)
         with tempfile.TemporaryDirectory(prefix="unpack-", dir=root) as unpacked:
