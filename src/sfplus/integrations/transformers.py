@@ -45,21 +45,11 @@ from transformers import Trainer
 
 from .._base import ScheduleFreePlusBase
 from ..optimizer import ScheduleFreePlus
+from ._common import LossRelay, unwrap_sfplus
 
-__all__ = ["ScheduleFreePlusTrainer", "unwrap_sfplus"]
+__all__ = ["ScheduleFreePlusTrainer"]
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap_sfplus(optimizer: Any) -> ScheduleFreePlusBase | None:
-    """The ScheduleFree+ optimizer inside framework wrappers (accelerate, DeepSpeed), or None."""
-    seen = 0
-    while optimizer is not None and seen < 4:
-        if isinstance(optimizer, ScheduleFreePlusBase):
-            return optimizer
-        optimizer = getattr(optimizer, "optimizer", None)
-        seen += 1
-    return None
 
 
 class _ConstantLR(torch.optim.lr_scheduler.LambdaLR):
@@ -97,9 +87,8 @@ class ScheduleFreePlusTrainer(Trainer):
                     "weight_decay from TrainingArguments.weight_decay (AdamC's λ, typically 5-50)"
                 )
         self.allow_grad_clipping = allow_grad_clipping
-        self._sfplus_loss: torch.Tensor | None = None  # this step's F, summed over its micro-batches
-        self._sfplus_loss_step = -1  # the global_step the accumulated loss belongs to
-        self._sfplus_hooked: set[int] = set()
+        self._sfplus_relay = LossRelay()  # this step's F, summed over its micro-batches
+        self._sfplus_relay_step = -1  # the global_step the relayed loss belongs to
         self._sfplus_num_warmup: int | None = None
         super().__init__(*args, **kwargs)
         if self.args.max_grad_norm and self.args.max_grad_norm > 0 and not allow_grad_clipping:
@@ -132,7 +121,7 @@ class ScheduleFreePlusTrainer(Trainer):
             groups = [g for g in groups if g["params"]]
             options = {"warmup_steps": self._default_warmup(), **self.sfplus_kwargs}
             self.optimizer = ScheduleFreePlus(groups, **options)
-        self._hook_loss(self.optimizer)
+        self._sfplus_relay.attach(self.optimizer)
         return self.optimizer
 
     def _default_warmup(self) -> int:
@@ -151,32 +140,14 @@ class ScheduleFreePlusTrainer(Trainer):
         return self.lr_scheduler
 
     # ------------------------------------------------------------------ the loss of every step
-    def _hook_loss(self, optimizer: Any) -> None:
-        """Make ``optimizer.step()`` (called by the Trainer with no loss) receive this step's F."""
-        inner = unwrap_sfplus(optimizer)
-        if inner is None or id(inner) in self._sfplus_hooked:
-            return
-        inner.register_step_pre_hook(self._inject_loss)
-        self._sfplus_hooked.add(id(inner))
-
-    def _inject_loss(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # torch passes the bound step's positional arguments, ``self`` first.
-        head = args[:1] if args and args[0] is optimizer else ()
-        rest = args[len(head) :]
-        closure = rest[0] if rest else kwargs.get("closure")
-        if closure is not None or kwargs.get("loss") is not None or self._sfplus_loss is None:
-            return None  # the caller passed the loss itself (or none was recorded: the optimizer says so)
-        loss, self._sfplus_loss = self._sfplus_loss, None
-        return head, {"loss": loss}
-
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         """The Trainer's step; also add the micro-batch's loss (already divided for accumulation) to F."""
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self._sfplus_loss_step != self.state.global_step or self._sfplus_loss is None:
+        if self._sfplus_relay_step != self.state.global_step:
             # A new optimizer step: forget what a skipped step (e.g. a GradScaler overflow) left behind.
-            self._sfplus_loss = torch.zeros((), dtype=torch.float64, device=loss.device)
-            self._sfplus_loss_step = self.state.global_step
-        self._sfplus_loss = self._sfplus_loss + loss.detach().to(torch.float64)
+            self._sfplus_relay.reset()
+            self._sfplus_relay_step = self.state.global_step
+        self._sfplus_relay.add(loss)
         return loss
 
     def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
