@@ -271,3 +271,25 @@ def tp_fsdp2(rank: int, world: int, work_dir: str) -> dict[str, Any]:
     history = train_steps(model, opt, shard_rows(inputs, dp_rank, 2), shard_rows(targets, dp_rank, 2), NUM_STEPS)
     opt.eval()
     return {"x": full_params(model), "history": history, "placements": placements}
+
+
+# ---------------------------------------------------------------------------------------------- the lab's helpers
+def lab_helpers(rank: int, world: int, work_dir: str) -> dict[str, Any]:
+    """``sfplus_lab.distributed`` as torchrun would see it (the env variables torchrun sets)."""
+    import os
+
+    from sfplus_lab import distributed as LD
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT="1"
+    )
+    ctx = LD.init("cpu")  # the group exists already: init must join it, not start another
+    wrapped = LD.wrap_model(make_model(), ctx)
+    return {
+        "ctx": (ctx.rank, ctx.world_size, ctx.is_main, ctx.device),
+        "sums": LD.all_reduce_sums([rank + 1.0, 1.0], ctx),
+        "any_rank": LD.any_rank(rank == 1, ctx),
+        "none": LD.any_rank(False, ctx),
+        "unwrapped_is_plain": type(LD.unwrap_model(wrapped)) is nn.Sequential
+        and isinstance(wrapped, nn.parallel.DistributedDataParallel),
+    }

@@ -30,6 +30,7 @@ WORLD2 = {
     "dcp_fsdp2_fast": S.dcp_fsdp2_fast,
     "dcp_fsdp2_reference": S.dcp_fsdp2_reference,
     "dcp_ddp_fast": S.dcp_ddp_fast,
+    "lab_helpers": S.lab_helpers,
 }
 WORLD4 = {"subgroups": S.subgroups, "hsdp": S.hsdp, "tp_fsdp2": S.tp_fsdp2}
 
@@ -156,3 +157,12 @@ def test_dcp_save_and_resume_continue_exactly(world2, scenario):
             assert a["alpha"] == b["alpha"]
             for name in a["params"]:
                 assert torch.equal(a["params"][name], b["params"][name]), f"{name} differs at step {step}"
+
+
+def test_lab_helpers_under_torchrun_variables(world2):
+    ranks = value(world2, "lab_helpers")
+    assert [r["ctx"] for r in ranks] == [(0, 2, True, "cpu"), (1, 2, False, "cpu")]
+    for result in ranks:
+        assert result["sums"] == [3.0, 2.0]
+        assert result["any_rank"] is True and result["none"] is False
+        assert result["unwrapped_is_plain"]
