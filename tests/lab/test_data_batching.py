@@ -104,3 +104,11 @@ def test_eval_batches_ranks_partition_the_batches() -> None:
     split = [[b[0] for b in eval_batches(t, 4, 10, rank=r, world_size=2)] for r in range(2)]
     assert len(split[0]) + len(split[1]) == len(full)
     assert torch.equal(torch.cat(split[0] + split[1]).sort(0).values, torch.cat(full).sort(0).values)
+
+
+def test_eval_batches_short_text_is_one_shorter_window() -> None:
+    t = np.arange(5, dtype=np.uint16)
+    (x, y), = list(eval_batches(t, batch_size=4, seq_len=64))
+    assert x.tolist() == [[0, 1, 2, 3]] and y.tolist() == [[1, 2, 3, 4]]
+    with pytest.raises(UserError, match="fewer than seq_len"):
+        list(eval_batches(np.zeros(1, dtype=np.uint16), batch_size=4, seq_len=64))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sfplus_lab.data import ByteTokenizer, load_corpus, tokenizer_from_dict
+from sfplus_lab.data import ByteTokenizer, default_cache_dir, load_corpus, tokenizer_from_dict
 from sfplus_lab.data import corpus as corpus_module
 from sfplus_lab.data.corpus import builtin_sources, split_text
 from sfplus_lab.errors import UserError
@@ -72,6 +72,21 @@ def test_folder_is_one_source_and_names_stay_unique(tmp_path: Path, cache: str) 
     c = load_corpus([str(folder), str(other)], cache_dir=cache)
     assert list(c.val) == ["books", "books-2"]
     assert c.meta["sources"][0]["chars"] == 2 * len(PROSE) + 1
+
+
+def test_source_names_come_from_file_stems(tmp_path: Path, cache: str) -> None:
+    f = _write(tmp_path / "my.book.txt", PROSE.encode())
+    assert list(load_corpus([str(f)], cache_dir=cache).val) == ["my.book"]
+
+
+def test_sfplus_cache_env_sets_the_default_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFPLUS_CACHE", str(tmp_path / "envcache"))
+    assert default_cache_dir() == tmp_path / "envcache"
+    f = _write(tmp_path / "t.txt", PROSE.encode())
+    load_corpus([str(f)])
+    assert any((tmp_path / "envcache" / "tokens").iterdir())
+    monkeypatch.delenv("SFPLUS_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "sfplus"
 
 
 def test_crlf_and_bom_are_normalised(tmp_path: Path, cache: str) -> None:

@@ -86,7 +86,11 @@ def eval_batches(
     With ``max_batches`` set and more windows than fit, the windows kept are spread evenly over the whole
     text rather than taken from its start, so a capped evaluation still sees every part of the split.
     The last batch may be smaller. With ``world_size > 1`` rank r gets batches r, r+world_size, ...
+    A text of at most ``seq_len`` tokens (the validation tail of a small file) gives one shorter window
+    rather than an error, so small user files still get a validation loss.
     """
+    if 2 <= len(tokens) <= seq_len:
+        seq_len = len(tokens) - 1  # a validation text shorter than one window is scored as one shorter window
     _check_shape(tokens, batch_size, seq_len)
     if not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")

@@ -119,7 +119,8 @@ def path_sources(paths: list[str]) -> list[Source]:
             text = read_text_file(path)
         else:
             raise UserError(f"data file not found: {path} (a broken link)")
-        name = _unique_name(path.resolve().name.split(".")[0] or "text", taken)
+        resolved = path.resolve()
+        name = _unique_name((resolved.stem if resolved.is_file() else resolved.name).strip(".") or "text", taken)
         sources.append(Source(name=name, text=text, origin=str(path.resolve())))
     return sources
 
