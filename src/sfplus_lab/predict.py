@@ -1,0 +1,256 @@
+"""``sfplus predict RUN...``: predict a run's final validation loss from its early evaluations.
+
+A schedule-free run is usable at every step, so its validation curve has no cooldown bend to wait for:
+early on it follows the shape the theory of averaged iterates gives, a loss gap that shrinks like
+1/sqrt(t). We fit
+
+    val_loss(t) = a / sqrt(t + b) + c        (a >= 0, b >= 0; c is the loss the run tends to)
+
+to the evaluations in the first ``--fraction`` of the run and report the value at the run's last step,
+and, when the run has finished, the measured final loss and the error.
+
+The fit is our own and needs nothing beyond the standard library: for a fixed b the model is linear in
+(a, c), so each b gets a closed-form weighted least-squares solution; a Huber reweighting (a few
+iterations) keeps one noisy evaluation from dragging the curve; b is found by a log-spaced scan then a
+golden-section refinement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+__all__ = ["Fit", "Prediction", "fit_inverse_sqrt", "predict_run", "read_eval_rows", "add_arguments", "run"]
+
+#: At least this many evaluations must fall in the fitted part: 3 parameters plus one to check them.
+MIN_POINTS = 4
+#: Keys of config.json that may hold the planned number of optimizer steps (the lab's and common names).
+_STEP_KEYS = ("steps", "max_steps", "total_steps", "num_steps", "train_steps")
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """val_loss(t) = a / sqrt(t + b) + c, and how well it matched the fitted points."""
+
+    a: float
+    b: float
+    c: float
+    rmse: float
+    num_points: int
+
+    def __call__(self, t: float) -> float:
+        return self.a / math.sqrt(t + self.b) + self.c
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One run's prediction; ``actual`` and the errors are None while the run has not reached ``target_step``."""
+
+    run: str
+    metric: str
+    fit_until_step: int
+    target_step: int
+    predicted: float
+    actual: float | None
+    abs_error: float | None
+    rel_error: float | None
+    fit: Fit
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------- the fit
+def _solve_linear(ts: Sequence[float], ys: Sequence[float], ws: Sequence[float], b: float) -> tuple[float, float]:
+    """Weighted least squares for (a, c) with u = 1/sqrt(t + b); a is clamped at 0 (a loss that falls)."""
+    us = [1.0 / math.sqrt(t + b) for t in ts]
+    sw = sum(ws)
+    mu = sum(w * u for w, u in zip(ws, us)) / sw
+    my = sum(w * y for w, y in zip(ws, ys)) / sw
+    var = sum(w * (u - mu) ** 2 for w, u in zip(ws, us))
+    cov = sum(w * (u - mu) * (y - my) for w, u, y in zip(ws, us, ys))
+    a = max(cov / var, 0.0) if var > 0 else 0.0
+    return a, my - a * mu
+
+
+def _huber_weights(residuals: Sequence[float], scale: float, k: float = 1.345) -> list[float]:
+    """Huber IRLS weights: 1 inside k*scale, k*scale/|r| outside (the usual 95%-efficiency constant)."""
+    if scale <= 0:
+        return [1.0] * len(residuals)
+    return [1.0 if abs(r) <= k * scale else k * scale / abs(r) for r in residuals]
+
+
+def _robust_fit_at(
+    ts: Sequence[float], ys: Sequence[float], b: float, iterations: int = 5
+) -> tuple[float, float, float]:
+    """(a, c, robust loss) for a fixed b."""
+    ws = [1.0] * len(ts)
+    a = c = 0.0
+    for _ in range(iterations):
+        a, c = _solve_linear(ts, ys, ws, b)
+        res = [y - (a / math.sqrt(t + b) + c) for t, y in zip(ts, ys)]
+        med = sorted(abs(r) for r in res)[len(res) // 2]
+        ws = _huber_weights(res, 1.4826 * med)
+    res = [y - (a / math.sqrt(t + b) + c) for t, y in zip(ts, ys)]
+    return a, c, sum(w * r * r for w, r in zip(ws, res))
+
+
+def fit_inverse_sqrt(ts: Sequence[float], ys: Sequence[float]) -> Fit:
+    """Fit val_loss(t) = a/sqrt(t+b) + c (a, b >= 0) robustly to points (t, y); t >= 0 is the step."""
+    if len(ts) != len(ys):
+        raise ValueError(f"got {len(ts)} steps but {len(ys)} losses")
+    points = [(float(t), float(y)) for t, y in zip(ts, ys) if math.isfinite(y)]
+    if len(points) < MIN_POINTS:
+        raise ValueError(f"need at least {MIN_POINTS} finite evaluations to fit 3 parameters, got {len(points)}")
+    if any(t < 0 for t, _ in points):
+        raise ValueError("steps must be >= 0")
+    tt = [t for t, _ in points]
+    yy = [y for _, y in points]
+    span = max(tt) + 1.0
+    # Scan log b from 1e-3 * span to 1e3 * span (plus b = 0), then refine around the best scanned value.
+    grid = [0.0] + [span * 10 ** (e / 8) for e in range(-24, 25)]
+    losses = [_robust_fit_at(tt, yy, b)[2] for b in grid]
+    best = min(range(len(grid)), key=losses.__getitem__)
+    lo = grid[max(best - 1, 0)]
+    hi = grid[min(best + 1, len(grid) - 1)]
+    b = _golden_section(lambda v: _robust_fit_at(tt, yy, v)[2], lo, hi)
+    if _robust_fit_at(tt, yy, b)[2] > losses[best]:
+        b = grid[best]
+    a, c, _ = _robust_fit_at(tt, yy, b)
+    rmse = math.sqrt(sum((y - (a / math.sqrt(t + b) + c)) ** 2 for t, y in points) / len(points))
+    return Fit(a=a, b=b, c=c, rmse=rmse, num_points=len(points))
+
+
+def _golden_section(f, lo: float, hi: float, iterations: int = 60) -> float:
+    """Minimise a unimodal f on [lo, hi]."""
+    ratio = (math.sqrt(5) - 1) / 2
+    x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    f1, f2 = f(x1), f(x2)
+    for _ in range(iterations):
+        if f1 <= f2:
+            hi, x2, f2 = x2, x1, f1
+            x1 = hi - ratio * (hi - lo)
+            f1 = f(x1)
+        else:
+            lo, x1, f1 = x1, x2, f2
+            x2 = lo + ratio * (hi - lo)
+            f2 = f(x2)
+    return (lo + hi) / 2
+
+
+# ---------------------------------------------------------------------------------------- runs
+def read_eval_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
+    """(step, value) of every metrics.jsonl row that has ``metric``, in step order (the last row per step wins)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder: {path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    by_step: dict[int, float] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # a torn last line (the run is still writing, or was killed): ignore it
+            raise UserError(f"{path}:{number}: not a JSON line") from None
+        if isinstance(row, dict) and "step" in row and isinstance(row.get(metric), (int, float)):
+            by_step[int(row["step"])] = float(row[metric])
+    return sorted(by_step.items())
+
+
+def planned_steps(run_dir: Path) -> int | None:
+    """The run's planned number of optimizer steps from config.json, if it records one."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    sections = [config] + [v for v in config.values() if isinstance(v, dict)] if isinstance(config, dict) else []
+    for section in sections:
+        for key in _STEP_KEYS:
+            value = section.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def predict_run(
+    run_dir: str | Path, *, fraction: float = 0.3, metric: str = "val_loss", target_step: int | None = None
+) -> Prediction:
+    """Fit the evaluations at steps <= fraction * target and predict ``metric`` at the target step.
+
+    The target is ``target_step`` if given, else the planned steps in config.json, else the last
+    evaluated step. ``actual`` is the evaluation at the target step when the run has one.
+    """
+    run_dir = Path(run_dir)
+    if not 0.0 < fraction <= 1.0:
+        raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+    rows = read_eval_rows(run_dir, metric)
+    if not rows:
+        raise UserError(f"{run_dir / 'metrics.jsonl'} has no rows with {metric!r}")
+    target = target_step or planned_steps(run_dir) or rows[-1][0]
+    until = int(fraction * target)
+    early = [(t, y) for t, y in rows if t <= until]
+    if len(early) < MIN_POINTS:
+        raise UserError(
+            f"{run_dir}: only {len(early)} evaluations of {metric} up to step {until} ({fraction:g} of {target}); "
+            f"the fit needs {MIN_POINTS}: raise --fraction or evaluate more often"
+        )
+    fit = fit_inverse_sqrt([t for t, _ in early], [y for _, y in early])
+    predicted = fit(target)
+    actual = dict(rows).get(target)
+    abs_error = None if actual is None else predicted - actual
+    rel_error = None if actual is None or actual == 0 else abs_error / actual
+    return Prediction(
+        run=str(run_dir), metric=metric, fit_until_step=until, target_step=target, predicted=predicted,
+        actual=actual, abs_error=abs_error, rel_error=rel_error, fit=fit,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) with metrics.jsonl")
+    parser.add_argument(
+        "--fraction", type=float, default=0.3, help="fit the evaluations in this first fraction of the run (0.3)"
+    )
+    parser.add_argument("--metric", default="val_loss", help="the metrics.jsonl field to predict (val_loss)")
+    parser.add_argument(
+        "--at-step", type=int, default=None, help="predict at this step (default: the run's planned last step)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per run instead of a table")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    if args.at_step is not None and args.at_step < 1:
+        raise UserError(f"--at-step must be a positive step, got {args.at_step}")
+    predictions = [
+        predict_run(path, fraction=args.fraction, metric=args.metric, target_step=args.at_step) for path in args.runs
+    ]
+    if args.json:
+        for p in predictions:
+            print(json.dumps(p.to_dict()))
+        return 0
+    print(f"| run | fit until step | {args.metric} predicted at step | measured | error | a | b | c |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for p in predictions:
+        error = "-" if p.abs_error is None else f"{p.abs_error:+.4f} ({100 * p.rel_error:+.2f}%)"
+        print(
+            f"| {p.run} | {p.fit_until_step} | {p.predicted:.4f} @ {p.target_step} | {_fmt(p.actual, '.4f')} | "
+            f"{error} | {p.fit.a:.4g} | {p.fit.b:.4g} | {p.fit.c:.4f} |"
+        )
+    return 0

@@ -1,0 +1,106 @@
+"""``sfplus predict``: the a/sqrt(t+b)+c fit and the command on run folders (metrics.jsonl eval rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from sfplus_lab.cli import main
+from sfplus_lab.errors import UserError
+from sfplus_lab.predict import fit_inverse_sqrt, predict_run, read_eval_rows
+
+
+def curve(t: float, a: float = 3.0, b: float = 40.0, c: float = 2.1) -> float:
+    return a / math.sqrt(t + b) + c
+
+
+def write_run(root: Path, rows: list[dict], config: dict | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "metrics.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    if config is not None:
+        (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+def synthetic_rows(steps: int, every: int, noise: float, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for step in range(1, steps + 1):
+        rows.append({"step": step, "loss": curve(step) + 0.1, "alpha": 0.01})  # train rows carry no val_loss
+        if step % every == 0:
+            rows.append({"step": step, "val_loss": curve(step) + rng.gauss(0.0, noise), "val_loss_austen": 9.0})
+    return rows
+
+
+def test_fit_recovers_noiseless_curve_exactly() -> None:
+    ts = list(range(10, 301, 10))
+    fit = fit_inverse_sqrt(ts, [curve(t) for t in ts])
+    assert fit.a == pytest.approx(3.0, rel=1e-4) and fit.b == pytest.approx(40.0, rel=1e-3)
+    assert fit.c == pytest.approx(2.1, abs=1e-5)
+    assert fit(1000) == pytest.approx(curve(1000), abs=1e-6)
+
+
+def test_fit_extrapolates_noisy_curve_and_resists_an_outlier() -> None:
+    rng = random.Random(0)
+    ts = list(range(10, 301, 10))
+    ys = [curve(t) + rng.gauss(0.0, 0.005) for t in ts]
+    clean = fit_inverse_sqrt(ts, ys)
+    assert abs(clean(1000) - curve(1000)) < 0.01
+    ys[5] += 0.5  # one bad evaluation
+    robust = fit_inverse_sqrt(ts, ys)
+    assert abs(robust(1000) - curve(1000)) < 0.03
+    # Plain least squares (no reweighting) is pulled much further by the same outlier: what Huber buys.
+    from sfplus_lab.predict import _solve_linear
+
+    a, c = _solve_linear(ts, ys, [1.0] * len(ts), robust.b)
+    assert abs(a / math.sqrt(1000 + robust.b) + c - curve(1000)) > abs(robust(1000) - curve(1000))
+
+
+def test_fit_rejects_too_few_points() -> None:
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_inverse_sqrt([1, 2, 3], [3.0, 2.0, 1.5])
+
+
+def test_predict_run_reports_error_when_complete(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", synthetic_rows(1000, every=25, noise=0.002, seed=1), {"train": {"steps": 1000}})
+    p = predict_run(run, fraction=0.3)
+    assert p.target_step == 1000 and p.fit_until_step == 300 and p.fit.num_points == 12
+    assert p.actual is not None and abs(p.actual - curve(1000)) < 0.01
+    assert abs(p.abs_error) < 0.02 and p.rel_error == pytest.approx(p.abs_error / p.actual)
+
+
+def test_predict_run_in_progress_has_no_error(tmp_path: Path) -> None:
+    rows = synthetic_rows(400, every=25, noise=0.0, seed=2)
+    run = write_run(tmp_path / "run", rows, {"steps": 1000})
+    with (run / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 401, "val_lo')  # torn last line of a run still writing
+    p = predict_run(run, fraction=0.3)
+    assert p.target_step == 1000 and p.actual is None and p.abs_error is None
+    assert p.predicted == pytest.approx(curve(1000), abs=1e-4)
+
+
+def test_cli_table_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "run", synthetic_rows(600, every=20, noise=0.0, seed=3))
+    assert main(["predict", str(run), "--fraction", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "| run |" in out and "@ 600" in out
+    assert main(["predict", str(run), "--json", "--metric", "val_loss_austen", "--fraction", "0.5"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["predicted"] == pytest.approx(9.0, abs=1e-6) and row["actual"] == 9.0
+
+    assert main(["predict", str(tmp_path / "missing")]) == 2
+    assert "metrics.jsonl does not exist" in capsys.readouterr().err
+    assert main(["predict", str(run), "--fraction", "0.01"]) == 2
+    assert "raise --fraction" in capsys.readouterr().err
+    assert main(["predict", str(run), "--fraction", "1.5"]) == 2
+    assert main(["predict", str(run), "--metric", "nope"]) == 2
+    bad = write_run(tmp_path / "bad", [{"step": 1, "val_loss": 3.0}])
+    (bad / "metrics.jsonl").write_text('not json\n{"step": 1, "val_loss": 3.0}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl:1: not a JSON line"):
+        read_eval_rows(bad, "val_loss")
