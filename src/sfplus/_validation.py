@@ -90,8 +90,12 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
             raise ValueError(f"Invalid max_step value: {max_step} (expected None or finite > 0)")
 
 
-def validate_options(nonfinite: str, foreach: bool | None) -> None:
+def validate_options(nonfinite: str, foreach: bool | None, fused: bool | None = None) -> None:
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"Invalid nonfinite value: {nonfinite!r} (expected one of {NONFINITE_POLICIES})")
     if foreach not in (None, True, False):
         raise TypeError(f"Invalid foreach value: {foreach!r} (expected None, True or False)")
+    if fused not in (None, True, False):
+        raise TypeError(f"Invalid fused value: {fused!r} (expected None, True or False)")
+    if foreach and fused:
+        raise RuntimeError("`foreach` and `fused` cannot both be True: pick the foreach or the compiled (fused) path")

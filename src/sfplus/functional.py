@@ -1,31 +1,78 @@
-r"""The per-tensor update of ScheduleFreePlus (z, m, v state), as a for-loop and as a foreach path.
+r"""The per-tensor work of ScheduleFreePlus (z, m, v state): statistics and update, three ways.
 
-The parameter holds :math:`y`. Rather than forming :math:`x`, the update moves :math:`y` directly.
-With :math:`u = z_k - z_{k-1} = -\alpha^2\lambda y_{k-1} - \alpha \hat m_k / (\sqrt{\hat v_k} + \epsilon)`
-and :math:`x_{k-1} = (y_{k-1} - (1-\tilde\beta_{k-1}) z_{k-1}) / \tilde\beta_{k-1}`, equations 9 and 10 give
+- ``single``: a for-loop over tensors (readable; the ground truth of the fast paths);
+- ``foreach``: the same operations on lists (``torch._foreach_*``), bit-for-bit equal to ``single``;
+- ``fused``: the same math ``torch.compile``d into one pass per tensor (inductor: C++/OpenMP on CPU,
+  Triton on CUDA); falls back to ``foreach`` for good if compilation fails.
+
+The parameter holds :math:`y`. Rather than forming :math:`x`, the update moves :math:`y` directly. With
+:math:`d = -\alpha^2\lambda` (AdamC decay, eq. 5), :math:`z' = z_{k-1} + d\,y_{k-1}`, and
+:math:`x_{k-1} = (y_{k-1} - (1-\tilde\beta_{k-1}) z_{k-1}) / \tilde\beta_{k-1}`, equations 9 and 10 give
 
 .. math::
-    y_k = y_{k-1} + (1 - A)(z_{k-1} - y_{k-1}) + (1 - A\tilde\beta_{k-1})\,u,
-    \qquad A = \tilde\beta_k (1 - c_k) / \tilde\beta_{k-1},
+    y_k = A\,(1 + (1-\tilde\beta_{k-1}) d)\, y_{k-1} - A (1-\tilde\beta_{k-1})\, z' + B\, z_k,
+    \qquad A = \tilde\beta_k (1 - c_k) / \tilde\beta_{k-1},\quad B = 1 - A\tilde\beta_{k-1},
 
-which ``tests/optim/test_identities.py`` checks against the explicit form. Both paths run the same
-operations in the same order, so they agree bit for bit.
+so the update is: z' (eq. 5), the y part that needs z' (before z moves), the Adam step of z (eqs. 6-7),
+then ``y += B z_k``. ``tests/optim/test_identities.py`` checks this against the explicit form.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
+from typing import Any
 
 import torch
 
-__all__ = ["schedulefree_plus_update", "eval_from_train", "train_from_eval", "y_coefficients"]
+__all__ = [
+    "FUSED_MIN_NUMEL",
+    "eval_from_train",
+    "resolve_path",
+    "schedulefree_plus_update",
+    "tensor_statistics",
+    "train_from_eval",
+    "update_coefficients",
+]
+
+#: With ``fused=None``, groups at least this large (elements) use the compiled path: below it, the
+#: one-off compile time is not worth it. Measured in benchmarks/optimizer_step.py.
+FUSED_MIN_NUMEL = 1 << 20
+
+_compile_failed = False  # set once a torch.compile attempt fails; then the eager paths are used
 
 
-def y_coefficients(beta: float, beta_prev: float, c: float) -> tuple[float, float]:
-    """``(A, B)`` with ``y_k = lerp(y_{k-1}, z_{k-1}, 1 - A) + B·u`` (the fused form of eqs. 9-10)."""
+def resolve_path(foreach: bool | None, fused: bool | None, tensors: list[torch.Tensor]) -> str:
+    """``"fused"``, ``"foreach"`` or ``"single"`` for these flags and tensors."""
+    if fused is None:
+        fused = sum(t.numel() for t in tensors) >= FUSED_MIN_NUMEL and not foreach
+    if fused and not _compile_failed:
+        return "fused"
+    if foreach is None:
+        foreach = fused or all(t.is_cuda for t in tensors)
+    return "foreach" if foreach else "single"
+
+
+def update_coefficients(
+    *, k: int, alpha: float, beta: float, beta_prev: float, c: float, beta1: float, beta2: float, eps: float,
+    weight_decay: float,
+) -> dict[str, float]:  # fmt: skip
+    """The scalars of one step's tensor update (see the module docstring for the algebra)."""
+    sqrt_bc2 = math.sqrt(1.0 - beta2**k)  # sqrt(v̂) = sqrt(v) / sqrt(1 - β2^k)
     a = beta * (1.0 - c) / beta_prev
-    return a, 1.0 - a * beta_prev
+    decay = -(alpha**2) * weight_decay  # (5) d = -α²λ
+    return dict(
+        one_minus_beta1=1.0 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1.0 - beta2,
+        eps_scaled=eps * sqrt_bc2,  # sqrt(v̂) + ε = (sqrt(v) + ε·sqrt(1-β2^k)) / sqrt(1-β2^k)
+        adam=-alpha * sqrt_bc2 / (1.0 - beta1**k),  # (7) z -= α m̂ / (sqrt(v̂) + ε)
+        decay=decay,
+        y_self=a * (1.0 + (1.0 - beta_prev) * decay),
+        y_z=-a * (1.0 - beta_prev),
+        y_znew=1.0 - a * beta_prev,
+    )
 
 
 def schedulefree_plus_update(
@@ -48,27 +95,25 @@ def schedulefree_plus_update(
     beta2: float,
     eps: float,
     weight_decay: float,
-    foreach: bool,
+    path: str,
 ) -> None:
     """Apply step ``k`` to every tensor (``ys[i]`` is ``params[i]`` unless it is an fp32 master copy).
 
     Tensors without a gradient this step that already have state (``idle_*``) keep x and z; their
     y is rebuilt with the new β̃ (``y = lerp(y, z, 1 - β̃_k/β̃_{k-1})``), a no-op without annealing.
     """
-    a, b = y_coefficients(beta, beta_prev, c)
-    scalars = dict(
-        one_minus_beta1=1.0 - beta1,
-        beta2=beta2,
-        one_minus_beta2=1.0 - beta2,
-        sqrt_bc2=math.sqrt(1.0 - beta2**k),  # sqrt(v̂) = sqrt(v) / sqrt(1 - β2^k)
-        step=-alpha / (1.0 - beta1**k),  # -α m̂ = -α m / (1 - β1^k)
-        eps=eps,
-        decay=-(alpha**2) * weight_decay,  # (5) AdamC: -α²λ y
-        lerp_z=1.0 - a,
-        add_u=b,
-    )
+    coef = update_coefficients(
+        k=k, alpha=alpha, beta=beta, beta_prev=beta_prev, c=c, beta1=beta1, beta2=beta2, eps=eps,
+        weight_decay=weight_decay,
+    )  # fmt: skip
     if params:
-        (_multi_tensor if foreach else _single_tensor)(params, grads, ys, zs, ms, vs, **scalars)
+        for idx in _buckets(zs):
+            P, G, Y, Z, M, V = ([seq[i] for i in idx] for seq in (params, grads, ys, zs, ms, vs))
+            G = [g.to(z.dtype) for g, z in zip(G, Z)]
+            _UPDATE[path](Y, Z, M, V, G, coef)
+            for p, y in zip(P, Y):
+                if y is not p:
+                    p.copy_(y)
     if beta != beta_prev:
         for p, y, z in zip(idle_params, idle_ys, idle_zs):
             y.lerp_(z, 1.0 - beta / beta_prev)
@@ -76,47 +121,126 @@ def schedulefree_plus_update(
                 p.copy_(y)
 
 
-def _single_tensor(params, grads, ys, zs, ms, vs, *, one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, step,
-                   eps, decay, lerp_z, add_u) -> None:  # fmt: skip
-    for p, g, y, z, m, v in zip(params, grads, ys, zs, ms, vs):
-        g = g.to(m.dtype)
-        m.lerp_(g, one_minus_beta1)  # (6) m_k
-        v.mul_(beta2).addcmul_(g, g, value=one_minus_beta2)  # (6) v_k
-        u = v.sqrt().div_(sqrt_bc2).add_(eps).reciprocal_().mul_(m).mul_(step)  # (7) -α m̂/(√v̂+ε)
-        if decay != 0.0:
-            u.add_(y, alpha=decay)  # (5) -α²λ y_{k-1}
-        y.lerp_(z, lerp_z)  # (9, 10) y moves toward z_{k-1} ...
-        y.add_(u, alpha=add_u)  # ... and along the z update
-        z.add_(u)  # (5, 7) z_k
-        if y is not p:
-            p.copy_(y)
-
-
-def _multi_tensor(params, grads, ys, zs, ms, vs, *, one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, step,
-                  eps, decay, lerp_z, add_u) -> None:  # fmt: skip
+def _buckets(zs: list[torch.Tensor]) -> list[list[int]]:
+    """Indices grouped by (device, dtype): foreach and compiled kernels want uniform lists."""
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
     for i, z in enumerate(zs):
         buckets[(z.device, z.dtype)].append(i)
-    for idx in buckets.values():
-        P, Y, Z, M, V = ([seq[i] for i in idx] for seq in (params, ys, zs, ms, vs))
-        G = [grads[i].to(M[0].dtype) for i in idx]
-        torch._foreach_lerp_(M, G, one_minus_beta1)  # (6) m_k
-        torch._foreach_mul_(V, beta2)  # (6) v_k ...
-        torch._foreach_addcmul_(V, G, G, value=one_minus_beta2)
-        U = torch._foreach_sqrt(V)  # (7) -α m̂/(√v̂+ε) ...
-        torch._foreach_div_(U, sqrt_bc2)
-        torch._foreach_add_(U, eps)
-        torch._foreach_reciprocal_(U)
-        torch._foreach_mul_(U, M)
-        torch._foreach_mul_(U, step)
-        if decay != 0.0:
-            torch._foreach_add_(U, Y, alpha=decay)  # (5) -α²λ y_{k-1}
-        torch._foreach_lerp_(Y, Z, lerp_z)  # (9, 10) y moves toward z_{k-1} ...
-        torch._foreach_add_(Y, U, alpha=add_u)  # ... and along the z update
-        torch._foreach_add_(Z, U)  # (5, 7) z_k
-        for p, y in zip(P, Y):
-            if y is not p:
-                p.copy_(y)
+    return list(buckets.values())
+
+
+def _update_single(Y, Z, M, V, G, coef: dict[str, float]) -> None:
+    for y, z, m, v, g in zip(Y, Z, M, V, G):
+        m.lerp_(g, coef["one_minus_beta1"])  # (6) m_k
+        v.mul_(coef["beta2"]).addcmul_(g, g, value=coef["one_minus_beta2"])  # (6) v_k
+        denom = v.sqrt().add_(coef["eps_scaled"])  # (7) sqrt(v̂) + ε, up to sqrt(1-β2^k)
+        if coef["decay"] != 0.0:
+            z.add_(y, alpha=coef["decay"])  # (5) z' = z - α²λ y
+        y.mul_(coef["y_self"]).add_(z, alpha=coef["y_z"])  # (9, 10) the part of y_k built from y, z'
+        z.addcdiv_(m, denom, value=coef["adam"])  # (7) z_k
+        y.add_(z, alpha=coef["y_znew"])  # (9, 10) y_k
+
+
+def _update_foreach(Y, Z, M, V, G, coef: dict[str, float]) -> None:
+    torch._foreach_lerp_(M, G, coef["one_minus_beta1"])  # (6) m_k
+    torch._foreach_mul_(V, coef["beta2"])  # (6) v_k ...
+    torch._foreach_addcmul_(V, G, G, value=coef["one_minus_beta2"])
+    denom = torch._foreach_sqrt(V)  # (7) sqrt(v̂) + ε, up to sqrt(1-β2^k)
+    torch._foreach_add_(denom, coef["eps_scaled"])
+    if coef["decay"] != 0.0:
+        torch._foreach_add_(Z, Y, alpha=coef["decay"])  # (5) z' = z - α²λ y
+    torch._foreach_mul_(Y, coef["y_self"])  # (9, 10) the part of y_k built from y, z' ...
+    torch._foreach_add_(Y, Z, alpha=coef["y_z"])
+    torch._foreach_addcdiv_(Z, M, denom, value=coef["adam"])  # (7) z_k
+    torch._foreach_add_(Y, Z, alpha=coef["y_znew"])  # (9, 10) y_k
+
+
+_COEF_ORDER = ("one_minus_beta1", "beta2", "one_minus_beta2", "eps_scaled", "adam", "decay", "y_self", "y_z", "y_znew")
+
+
+def _fused_math(Y, Z, M, V, G, s):
+    # One elementwise expression per tensor, so inductor emits one loop that reads y, z, m, v, g once.
+    for y, z, m, v, g in zip(Y, Z, M, V, G):
+        m_new = m + (g - m) * s[0]  # (6)
+        v_new = v * s[1] + g * g * s[2]  # (6)
+        z_dec = z + y * s[5]  # (5)
+        z_new = z_dec + m_new / (v_new.sqrt() + s[3]) * s[4]  # (7)
+        y.copy_(y * s[6] + z_dec * s[7] + z_new * s[8])  # (9, 10)
+        z.copy_(z_new)
+        m.copy_(m_new)
+        v.copy_(v_new)
+
+
+def _fused_stats_math(Y, Z, G):
+    dots = [torch.sum(g * (z - y)) for y, z, g in zip(Y, Z, G)]
+    l1s = [torch.sum(torch.abs(g)) for g in G]
+    return dots, l1s
+
+
+_compiled: dict[str, Any] = {}
+
+
+def _compiled_fn(name: str, fn):
+    if name not in _compiled:
+        _compiled[name] = torch.compile(fn, dynamic=False)
+    return _compiled[name]
+
+
+def _run_compiled(name: str, fn, fallback, *args):
+    global _compile_failed
+    if not _compile_failed:
+        try:
+            return _compiled_fn(name, fn)(*args)
+        except Exception as exc:  # a missing compiler, an unsupported platform...
+            _compile_failed = True
+            warnings.warn(
+                f"sfplus: torch.compile of the fused step failed ({type(exc).__name__}: {exc}); "
+                "using the foreach path from now on",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+    return fallback(*args)
+
+
+def _update_fused(Y, Z, M, V, G, coef: dict[str, float]) -> None:
+    s = torch.tensor([coef[key] for key in _COEF_ORDER], dtype=Z[0].dtype, device=Z[0].device)
+    _run_compiled("update", _fused_math, lambda *a: _update_foreach(Y, Z, M, V, G, coef), Y, Z, M, V, G, s)
+
+
+_UPDATE = {"single": _update_single, "foreach": _update_foreach, "fused": _update_fused}
+
+
+def tensor_statistics(
+    grads: list[torch.Tensor], ys: list[torch.Tensor], zs: list[torch.Tensor], path: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per tensor, ``<g, z - y>`` and ``||g||_1`` as 0-D tensors (in the state dtype).
+
+    ``ys[i]`` / ``zs[i]`` are None for a tensor without state yet (then z = y and the dot is 0).
+    """
+    dots: list[torch.Tensor] = [None] * len(grads)  # type: ignore[list-item]
+    l1s: list[torch.Tensor] = [None] * len(grads)  # type: ignore[list-item]
+    stateful = [i for i, z in enumerate(zs) if z is not None]
+    fresh = [i for i, z in enumerate(zs) if z is None]
+    for i in fresh:
+        l1s[i] = torch.linalg.vector_norm(grads[i], 1)
+        dots[i] = torch.zeros((), dtype=l1s[i].dtype, device=l1s[i].device)
+    for idx in _buckets([zs[i] for i in stateful]):
+        idx = [stateful[j] for j in idx]
+        Y, Z = [ys[i] for i in idx], [zs[i] for i in idx]
+        G = [grads[i].to(z.dtype) for i, z in zip(idx, Z)]
+        if path == "fused":
+            d, l = _run_compiled("stats", _fused_stats_math, _stats_eager, Y, Z, G)
+        else:
+            d, l = _stats_eager(Y, Z, G)
+        for j, i in enumerate(idx):
+            dots[i], l1s[i] = d[j], l[j]
+    return dots, l1s
+
+
+def _stats_eager(Y, Z, G):
+    dots = [torch.dot(g.reshape(-1), torch.sub(z, y).reshape(-1)) for y, z, g in zip(Y, Z, G)]
+    l1s = [torch.linalg.vector_norm(g, 1) for g in G]
+    return dots, l1s
 
 
 def eval_from_train(p: torch.Tensor, y: torch.Tensor, z: torch.Tensor, beta: float) -> None:

@@ -88,15 +88,22 @@ def regression_problem(seed=0, n=64, d=6):
     return w0, loss_fn, grad_and_loss
 
 
-@pytest.mark.parametrize("cls", [sfplus.ScheduleFreePlus, sfplus.ScheduleFreePlusReference])
-@pytest.mark.parametrize("foreach", [False, True])
+PATHS = [
+    (sfplus.ScheduleFreePlusReference, {}),
+    (sfplus.ScheduleFreePlus, dict(foreach=False, fused=False)),
+    (sfplus.ScheduleFreePlus, dict(foreach=True, fused=False)),
+    (sfplus.ScheduleFreePlus, dict(fused=True)),
+]
+
+
+@pytest.mark.parametrize("cls,path", PATHS, ids=["reference", "single", "foreach", "fused"])
 @pytest.mark.parametrize("via", ["loss", "closure"])
-def test_matches_transcription_every_step(cls, foreach, via):
+def test_matches_transcription_every_step(cls, path, via):
     num_steps = 40
     w0, loss_fn, grad_and_loss = regression_problem()
     expected_ys, expected_x = transcription(w0, grad_and_loss, num_steps, **FEATURES)
     params = [torch.nn.Parameter(w.clone()) for w in w0]
-    opt = cls(params, foreach=foreach, **FEATURES)
+    opt = cls(params, **path, **FEATURES)
     for k in range(num_steps):
         opt.zero_grad()
         if via == "loss":
