@@ -214,3 +214,20 @@ def _write(path: Path, data: bytes) -> Path:
 def _mkdir(path: Path) -> Path:
     path.mkdir()
     return path
+
+
+def test_concurrent_first_loads_agree(tmp_path: Path, cache: str) -> None:
+    """Two processes (e.g. two ranks or bench workers) filling the same empty cache at once."""
+    import subprocess
+    import sys
+
+    f = _write(tmp_path / "t.txt", (PROSE * 20).encode())
+    code = ("import sys, hashlib, numpy as np; from sfplus_lab.data import load_corpus\n"
+            "c = load_corpus([sys.argv[1]], cache_dir=sys.argv[2])\n"
+            "print(hashlib.sha256(np.asarray(c.train).tobytes()).hexdigest(), type(c.train).__name__)\n")
+    procs = [subprocess.Popen([sys.executable, "-W", "error", "-c", code, str(f), cache], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert outs[0][0] == outs[1][0] and outs[0][0].split()[1] == "memmap"
+    assert len(list((Path(cache) / "tokens").iterdir())) == 1  # one entry, no half-written leftovers
