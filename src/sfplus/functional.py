@@ -45,8 +45,8 @@ _compile_failed = False  # set once a torch.compile attempt fails; then the eage
 
 def resolve_path(foreach: bool | None, fused: bool | None, tensors: list[torch.Tensor]) -> str:
     """``"fused"``, ``"foreach"`` or ``"single"`` for these flags and tensors."""
-    if fused is None:
-        fused = sum(t.numel() for t in tensors) >= FUSED_MIN_NUMEL and not foreach
+    if fused is None:  # automatic only when neither path was asked for
+        fused = foreach is None and sum(t.numel() for t in tensors) >= FUSED_MIN_NUMEL
     if fused and not _compile_failed:
         return "fused"
     if foreach is None:

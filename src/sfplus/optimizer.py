@@ -66,7 +66,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         foreach: use the multi-tensor path (``torch._foreach_*``); None picks it on CUDA.
         fused: run the update as ``torch.compile``d kernels, one pass over memory per tensor (about
             3x faster than foreach on CPU; the first step compiles, falls back to foreach if compiling
-            fails). None picks it for param groups of at least 2**20 elements, unless foreach=True.
+            fails). None picks it for param groups of at least 2**20 elements when foreach is None too.
         process_group: the data-parallel group for F, I, L (default: the world group when
             ``torch.distributed`` is initialised).
 
