@@ -53,8 +53,9 @@ class RWriter:
         self.int(1)
         self.charsxp(name)
 
-    def value(self, v: object, names: list[str] | None = None) -> None:
-        attr = (1 << 9) if names is not None else 0
+    def value(self, v: object, names: list[str] | None = None, attrs: dict[str, object] | None = None) -> None:
+        attrs = {**({"names": names} if names is not None else {}), **(attrs or {})}
+        attr = (1 << 9) if attrs else 0
         if isinstance(v, str) or v is None:
             v = [v]
         if isinstance(v, list) and all(isinstance(x, str) or x is None for x in v):
@@ -68,17 +69,18 @@ class RWriter:
             for x in v:
                 self.int(x)
         elif isinstance(v, dict):
-            self.value(list(v.values()), names=list(v.keys()))
+            self.value(list(v.values()), attrs={"names": list(v.keys()), **attrs})
             return
         elif isinstance(v, list):  # generic vector (R list)
             self.int(19 | attr)
             self.int(len(v))
             for x in v:
                 self.value(x)
-        if names is not None:  # attributes pairlist: names = <STRSXP>
+        for key, value in attrs.items():  # the attributes pairlist: one tagged node per attribute
             self.int(2 | (1 << 10))
-            self.symbol("names")
-            self.value(names)
+            self.symbol(key)
+            self.value(value)
+        if attrs:
             self.int(254)
 
     def dumps(self, v: object) -> bytes:
@@ -117,6 +119,17 @@ def test_unserialize_strings_na_unicode_and_named_list() -> None:
     assert obj.names() == ["a", "b"]
     assert obj.value[0].value == ["x", None, "naïve “q”"]
     assert obj.value[1].value == [1, 2, -3]
+
+
+def test_unserialize_several_attributes_and_symbol_references() -> None:
+    w = RWriter()
+    w.out.write(b"X\n" + struct.pack(">iii", 2, 0x040201, 0x020300))  # format version 2: no encoding field
+    w.value({"col": ["a", "b"]}, attrs={"class": "data.frame", "row.names": (1, 2)})
+    obj = unserialize(w.out.getvalue())
+    assert obj.names() == ["col"] and obj.attributes["class"].value == ["data.frame"]
+    assert obj.attributes["row.names"].value == [1, 2]
+    nested = unserialize(serialize({"x": {"y": ["z"]}}))  # 'names' written once, then as a reference
+    assert nested.value[0].names() == ["y"] and nested.value[0].value[0].value == ["z"]
 
 
 def test_unserialize_rejects_other_formats() -> None:

@@ -197,7 +197,7 @@ def _read_pairlist(r: _Reader, sxp: int, has_attr: bool, has_tag: bool) -> RObje
         items.append((tag.value if isinstance(tag, RObject) else None, _read_item(r)))
         flags = r.int()
         next_sxp = flags & 0xFF
-        if next_sxp != sxp or sxp not in (LISTSXP, ATTRLISTSXP):
+        if sxp not in (LISTSXP, ATTRLISTSXP) or next_sxp not in (LISTSXP, ATTRLISTSXP):
             r.pos -= 4  # not a plain continuation: let the generic reader handle the CDR
             _read_item(r)
             break
