@@ -1,0 +1,178 @@
+"""From finished run records to the figures the issue asks for: final losses, time-to-target, curves.
+
+* **final loss** per (size, budget, method): the best learning rate by seed 0's pooled validation loss,
+  then the mean and spread over every seed run at that LR; per source as well.
+* **time-to-target**: for each baseline and budget B, the first point where a ScheduleFree+ run's pooled
+  validation loss reaches the baseline's final loss, as a fraction of B's tokens (log-linear
+  interpolation between evaluations). The paper's "31% less training" is ``1 - fraction`` against WSD
+  at 1000 tokens per parameter.
+* **anytime curves** and **schedules** (ScheduleFree+'s emergent alpha beside the tuned LR schedules).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from .config import BenchConfig
+from .plan import best_k, final_loss
+
+__all__ = ["summarize", "crossing_tokens", "format_summary"]
+
+
+def crossing_tokens(curve: list[dict[str, Any]], target: float) -> float | None:
+    """Tokens at which ``curve`` (pooled loss vs tokens) first reaches ``target``; None if it never does.
+
+    Between two evaluations the loss is taken as linear in log(tokens).
+    """
+    prev = None
+    for point in curve:
+        loss, tokens = point["pooled"], point["tokens"]
+        if math.isfinite(loss) and loss <= target:
+            if prev is None or prev[0] == loss:
+                return float(tokens)
+            (l0, t0), (l1, t1) = prev, (loss, tokens)
+            frac = (l0 - target) / (l0 - l1)
+            return float(math.exp(math.log(t0) + frac * (math.log(t1) - math.log(t0))))
+        if math.isfinite(loss):
+            prev = (loss, tokens)
+    return None
+
+
+def _records_of(records: dict[str, dict], size: str, method: str) -> list[dict]:
+    return [r for r in records.values() if r["job"]["size"] == size and r["job"]["method"] == method]
+
+
+def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dict[str, Any] | None:
+    """Final loss at ``budget`` for one method: best LR by seed 0, then all seeds at that LR."""
+    key = f"{budget:g}"
+    with_budget = [r for r in recs if key in r["finals"]]
+    if not with_budget:
+        return None
+    sweep: dict[int, float] = {}
+    for r in with_budget:
+        if r["job"]["seed"] == 0:
+            k = r["job"]["k"] if r["job"]["k"] is not None else 0
+            sweep[k] = min(sweep.get(k, math.inf), final_loss(r, budget))
+    k = best_k(sweep) if method != "sfplus" else 0
+    chosen = [r for r in with_budget if (r["job"]["k"] if r["job"]["k"] is not None else 0) == k]
+    by_seed: dict[int, dict] = {}
+    for r in chosen:
+        by_seed.setdefault(r["job"]["seed"], r)  # the same (k, seed, budget) from two jobs is the same run
+    values = [final_loss(r, budget) for r in by_seed.values()]
+    finite = [v for v in values if math.isfinite(v)]
+    sources = sorted({s for r in by_seed.values() for s in r["finals"][key]["per_source"]})
+    per_source = {
+        s: statistics.fmean([r["finals"][key]["per_source"][s] for r in by_seed.values()
+                             if s in r["finals"][key]["per_source"]])
+        for s in sources
+    }
+    lr = None if method == "sfplus" or k is None else cfg.lr(k)
+    swept = sorted(sweep)
+    return {
+        "budget": budget,
+        "method": method,
+        "best_lr": lr,
+        "best_k": None if method == "sfplus" else k,
+        "lr_bracketed": method == "sfplus" or (k is not None and swept[0] < k < swept[-1]),
+        "sweep": {f"{cfg.lr(kk):.4g}": sweep[kk] for kk in swept} if method != "sfplus" else {},
+        "seeds": sorted(by_seed),
+        "final_pooled": values,
+        "final_pooled_mean": statistics.fmean(finite) if finite else math.nan,
+        "final_pooled_spread": (max(finite) - min(finite)) if len(finite) > 1 else None,
+        "final_pooled_std": statistics.stdev(finite) if len(finite) > 1 else None,
+        "diverged_seeds": len(values) - len(finite),
+        "per_source_mean": per_source,
+        "run_ids": [r["job"]["id"] for r in by_seed.values()],
+    }
+
+
+def _time_to_target(cfg: BenchConfig, records: dict[str, dict], size: str, cells: list[dict], n: int) -> list[dict]:
+    sf_runs = sorted(_records_of(records, size, "sfplus"), key=lambda r: r["job"]["seed"])
+    out = []
+    for cell in cells:
+        if cell["method"] == "sfplus" or not math.isfinite(cell["final_pooled_mean"]):
+            continue
+        budget_tokens = cell["budget"] * n
+        fractions, reached = [], []
+        for r in sf_runs:
+            t = crossing_tokens(r["curve"], cell["final_pooled_mean"])
+            reached.append(t is not None)
+            fractions.append(None if t is None else t / budget_tokens)
+        got = [f for f in fractions if f is not None]
+        horizon = max((r["horizon_steps"] * cfg.tokens_per_step for r in sf_runs), default=0) / budget_tokens
+        out.append({
+            "budget": cell["budget"],
+            "baseline": cell["method"],
+            "target_loss": cell["final_pooled_mean"],
+            "sfplus_fraction_per_seed": fractions,
+            "sfplus_fraction_mean": statistics.fmean(got) if len(got) == len(fractions) and got else None,
+            "reached_per_seed": reached,
+            "sfplus_horizon_fraction": horizon,
+        })
+    return out
+
+
+def _anytime(cfg: BenchConfig, records: dict[str, dict], size: str, cells: list[dict]) -> dict[str, Any]:
+    """Curves to draw: each baseline's best-LR run at the longest budget, and every ScheduleFree+ seed."""
+    out: dict[str, Any] = {}
+    long_key = f"{cfg.long_budget:g}"
+    for cell in cells:
+        if cell["budget"] != cfg.long_budget:
+            continue
+        for rid in cell["run_ids"]:
+            r = records[rid]
+            name = f"{cell['method']} (seed {r['job']['seed']})"
+            out[name] = {
+                "method": cell["method"], "lr": cell["best_lr"], "seed": r["job"]["seed"],
+                "curve": [[p["tpp"], p["pooled"]] for p in r["curve"]],
+                "trace": r["trace"], "num_params": r["num_params"], "tokens_per_step": cfg.tokens_per_step,
+                "final_step": r["steps"].get(long_key),
+            }
+    return out
+
+
+def summarize(cfg: BenchConfig, records: dict[str, dict]) -> dict[str, Any]:
+    """The per-size results block of ``results.json``."""
+    sizes: dict[str, Any] = {}
+    for size in cfg.sizes:
+        cells = []
+        for budget in cfg.budgets:
+            for method in ("sfplus", *cfg.baselines):
+                cell = _cell(cfg, _records_of(records, size, method), budget, method)
+                if cell is not None:
+                    cells.append(cell)
+        n = next((r["num_params"] for r in records.values() if r["job"]["size"] == size), None)
+        if n is None:
+            continue
+        sizes[size] = {
+            "num_params": n,
+            "tokens_per_step": cfg.tokens_per_step,
+            "cells": cells,
+            "time_to_target": _time_to_target(cfg, records, size, cells, n),
+            "anytime": _anytime(cfg, records, size, cells),
+        }
+    return sizes
+
+
+def format_summary(doc: dict[str, Any]) -> str:
+    """Markdown tables: final pooled loss per budget and method, and ScheduleFree+'s time-to-target."""
+    lines: list[str] = []
+    for size, block in doc["sizes"].items():
+        lines.append(f"### {size} ({block['num_params']:,} parameters)\n")
+        lines.append("| budget (tok/param) | method | best LR | bracketed | seeds | final val loss (pooled) | spread |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for c in block["cells"]:
+            lr = "fixed default" if c["method"] == "sfplus" else f"{c['best_lr']:.3g}" if c["best_lr"] else "diverged"
+            spread = "" if c["final_pooled_spread"] is None else f"{c['final_pooled_spread']:.4f}"
+            lines.append(f"| {c['budget']:g} | {c['method']} | {lr} | {'yes' if c['lr_bracketed'] else 'NO'} | "
+                         f"{len(c['seeds'])} | {c['final_pooled_mean']:.4f} | {spread} |")
+        lines.append("")
+        lines.append("| budget | baseline | target loss | SF+ tokens to reach it (fraction of budget), per seed |")
+        lines.append("|---|---|---|---|")
+        for t in block["time_to_target"]:
+            fr = ", ".join("not reached" if f is None else f"{f:.2f}" for f in t["sfplus_fraction_per_seed"])
+            lines.append(f"| {t['budget']:g} | {t['baseline']} | {t['target_loss']:.4f} | {fr} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,240 @@
+"""``sfplus bench``: ScheduleFree+ (one fixed configuration) against tuned AdamW schedules and SF-AdamW.
+
+    sfplus bench --out DIR [--data PATH ...] [--quick]
+
+Runs the adaptive sweep of :mod:`sfplus_lab.bench.plan` in up to ``--workers`` processes (one torch thread
+each), writes every finished run to ``DIR/runs/<id>.json`` (so rerunning the same command resumes), and
+``DIR/results.json`` plus PNG figures and ``DIR/summary.md`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .analysis import format_summary, summarize
+from .config import BASELINES, BENCH_SIZES, BenchConfig, quick_config
+from .meta import run_meta
+from .plan import next_jobs
+from .runner import Job, load_bench_corpus, run_job
+
+__all__ = ["add_arguments", "run", "run_benchmark"]
+
+#: The fields that change what a run computes; runs in an output folder must agree on them to be reused.
+_RUN_FIELDS = ("batch_size", "seq_len", "evals_per_decade", "eval_tokens", "first_eval_tpp", "data", "tokenizer",
+               "device", "lr_base")
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder (results.json, figures, runs/); reruns resume")
+    parser.add_argument("--data", nargs="+", default=None, metavar="PATH",
+                        help="text files/folders, or 'debian' for the fetched corpus (default: built-in text)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few-minute smoke run (3k-param model, budgets 2/5/10 tok/param); same results schema")
+    parser.add_argument("--sizes", nargs="+", default=None, choices=list(BENCH_SIZES),
+                        help="model sizes (default: 10k on CPU, 250k and 1m on CUDA)")
+    parser.add_argument("--budgets", nargs="+", type=float, default=None,
+                        help="token budgets in tokens per parameter (default 20 100 1000)")
+    parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES))
+    parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
+    parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
+                        help="initial grid exponents: lr = 1e-3 * 2**K (default 0..5)")
+    parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None)
+    parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=list(BASELINES),
+                        help="baselines whose best long-budget LR gets the extra seeds (default adamw-wsd)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="processes at once (default 2; 1 in --quick)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--tokenizer", choices=("byte", "bpe"), default=None)
+    parser.add_argument("--analyze-only", action="store_true",
+                        help="do not train: rebuild results.json and figures from the runs already in --out")
+
+
+def _config_from_args(args: argparse.Namespace) -> BenchConfig:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but torch.cuda.is_available() is False")
+    overrides: dict[str, Any] = {"device": device}
+    if device.startswith("cuda") and not args.quick:
+        overrides.update(sizes=("250k", "1m"), batch_size=64, seq_len=128, eval_tokens=131072)
+    mapping = {"sizes": "sizes", "budgets": "budgets", "baselines": "baselines", "seeds": "seeds",
+               "lr_grid": "lr_grid", "long_sweep": "long_sweep", "long_seed_baselines": "long_seed_baselines",
+               "batch_size": "batch_size", "seq_len": "seq_len", "workers": "workers", "tokenizer": "tokenizer"}
+    for arg, fld in mapping.items():
+        value = getattr(args, arg)
+        if value is not None:
+            overrides[fld] = tuple(value) if isinstance(value, list) else value
+    if args.data is not None:
+        overrides["data"] = tuple(args.data)
+    return quick_config(**overrides) if args.quick else BenchConfig(**overrides)
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)
+    out = Path(args.out).expanduser()
+    doc = run_benchmark(cfg, out, analyze_only=args.analyze_only)
+    print(format_summary(doc))
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+def _fingerprint(cfg: BenchConfig) -> str:
+    d = cfg.to_dict()
+    blob = json.dumps({k: d[k] for k in _RUN_FIELDS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write atomically: a crash never leaves a half-written results or run file."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _load_runs(runs_dir: Path, fingerprint: str) -> dict[str, dict]:
+    records: dict[str, dict] = {}
+    for path in sorted(runs_dir.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a damaged file is rerun, not trusted
+        if rec.get("fingerprint") != fingerprint:
+            raise UserError(f"{runs_dir} holds runs made with other settings ({path.name}); use a new --out folder")
+        records[rec["job"]["id"]] = rec
+    return records
+
+
+def _priority(job: Job, cfg: BenchConfig) -> tuple[int, float]:
+    """Short sweeps first (they unlock the long runs), then the longest runs first."""
+    n_layer, _, d = BENCH_SIZES[job.size]
+    approx_params = 12 * n_layer * d * d + 256 * d
+    return (0 if job.phase == "short" else 1, -job.horizon_tpp * approx_params)
+
+
+def _job_entry(job_dict: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """Process-pool entry point: rebuild the job and config from plain dicts, run, return the record."""
+    cfg = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
+    return run_job(Job.from_dict(job_dict), cfg)
+
+
+def _execute(cfg: BenchConfig, runs_dir: Path, records: dict[str, dict], on_done) -> None:
+    """Run due jobs, at most ``cfg.workers`` at once, asking the planner again after every finished job."""
+    fingerprint = _fingerprint(cfg)
+    cfg_dict = cfg.to_dict()
+    pool = None
+    if cfg.workers > 1:
+        pool = cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"))
+    running: dict[cf.Future, Job] = {}
+    try:
+        while True:
+            due, complete = next_jobs(cfg, records)
+            in_flight = {j.id for j in running.values()}
+            pending = sorted({j.id: j for j in due if j.id not in in_flight}.values(), key=lambda j: _priority(j, cfg))
+            if complete and not running:
+                return
+            if not pending and not running:
+                raise RuntimeError("benchmark plan stalled: nothing due, nothing running, plan not complete")
+            while pending and (pool is None and not running or pool is not None and len(running) < cfg.workers):
+                job = pending.pop(0)
+                if pool is None:
+                    rec = run_job(job, cfg)
+                    _finish(rec, fingerprint, runs_dir, records, on_done)
+                    break
+                running[pool.submit(_job_entry, job.to_dict(), cfg_dict)] = job
+            if pool is None:
+                continue
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                running.pop(fut)
+                _finish(fut.result(), fingerprint, runs_dir, records, on_done)
+    finally:
+        if pool is not None:
+            for fut in running:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finish(rec: dict, fingerprint: str, runs_dir: Path, records: dict[str, dict], on_done) -> None:
+    rec["fingerprint"] = fingerprint
+    _write_json(runs_dir / f"{rec['job']['id']}.json", rec)
+    records[rec["job"]["id"]] = rec
+    on_done(rec)
+
+
+def _progress(rec: dict) -> None:
+    finals = ", ".join(f"{b}: {'diverged' if f['diverged'] else format(f['pooled'], '.4f')}"
+                       for b, f in rec["finals"].items())
+    print(f"[{time.strftime('%H:%M:%S')}] {rec['job']['id']}: {finals} ({rec['wall_s']:.0f} s, "
+          f"{rec['tok_per_s']:.0f} tok/s)", flush=True)
+
+
+def _document(cfg: BenchConfig, records: dict[str, dict], corpus: Any, started: float, complete: bool) -> dict:
+    from ..optim_factory import OptimConfig
+
+    return {
+        "benchmark": "quality",
+        "schema": 1,
+        "complete": complete,
+        "meta": run_meta(cfg.device),
+        "config": cfg.to_dict(),
+        "sfplus_config": OptimConfig(name="sfplus").resolved().to_dict(),
+        "corpus": {"name": corpus.name, "vocab_size": corpus.vocab_size, "meta": corpus.meta},
+        "sizes": summarize(cfg, records),
+        "runs": [{"id": rid, "wall_s": r["wall_s"], "tok_per_s": r["tok_per_s"], "diverged": r["diverged"],
+                  "file": f"runs/{rid}.json"} for rid, r in sorted(records.items())],
+        "wall_s": time.time() - started,
+        "cpu_seconds_of_runs": sum(r["wall_s"] for r in records.values()),
+    }
+
+
+def run_benchmark(cfg: BenchConfig, out: Path, *, analyze_only: bool = False) -> dict[str, Any]:
+    """Run (or resume) the benchmark into ``out`` and return the results document."""
+    started = time.time()
+    try:
+        runs_dir = out / "runs"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out}: {exc}") from exc
+    torch.set_num_threads(cfg.threads)
+    corpus = load_bench_corpus(cfg.data, cfg.tokenizer)  # fails early, with a clear message, on a bad --data
+    records = _load_runs(runs_dir, _fingerprint(cfg))
+    if records:
+        print(f"resuming: {len(records)} finished runs in {runs_dir}", flush=True)
+
+    def on_done(rec: dict) -> None:
+        _progress(rec)
+        _write_json(out / "results.json", _document(cfg, records, corpus, started, complete=False))
+
+    if not analyze_only:
+        _execute(cfg, runs_dir, records, on_done)
+    _, complete = next_jobs(cfg, records)
+    doc = _document(cfg, records, corpus, started, complete=complete)
+    _write_json(out / "results.json", doc)
+    from .plots import draw_all
+
+    draw_all(doc, out)
+    (out / "summary.md").write_text(format_summary(doc) + "\n")
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sfplus_lab.bench.command`` (the same as ``sfplus bench``)."""
+    from ..cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The step benchmark measures what it claims: every method steps, state sizes are as documented, ratios add up."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sfplus_lab.bench.step import METHODS, SHAPES, StepBenchConfig, format_table, gpt_param_shapes, run_step_benchmark
+
+
+def test_gpt_shapes_have_the_advertised_sizes() -> None:
+    counts = {name: sum(math.prod(s) for s in gpt_param_shapes(shape)) for name, shape in SHAPES.items()}
+    assert 0.9e6 < counts["1m"] < 1.2e6
+    assert 14e6 < counts["15m"] < 17e6  # the issue's target size
+    assert 90e6 < counts["100m"] < 110e6
+
+
+def test_tiny_run_times_every_method_and_counts_state() -> None:
+    doc = run_step_benchmark(StepBenchConfig(sizes=("tiny",), repeats=3, warmup=1, seed=1))
+    rows = {r["method"]: r for r in doc["results"]}
+    assert set(rows) == set(METHODS)
+    # ScheduleFreePlus keeps z, m, v; the reference keeps x, y, z, m, v; the AdamWs two moments.
+    expected = {"sfplus-foreach": 3, "sfplus-forloop": 3, "sfplus-reference": 5, "adamw-fused": 2,
+                "adamw-foreach": 2, "sf-adamw": 2}
+    for name, buffers in expected.items():
+        assert rows[name]["state_per_param"] == pytest.approx(buffers), name
+        assert rows[name]["median_ms"] > 0 and rows[name]["p25_ms"] <= rows[name]["p75_ms"]
+        assert rows[name]["transient_peak_bytes"] >= 0
+    assert rows["adamw-fused"]["ratio_to_adamw-fused"] == 1.0
+    ratio = rows["sfplus-foreach"]["median_ms"] / rows["sf-adamw"]["median_ms"]
+    assert rows["sfplus-foreach"]["ratio_to_sf-adamw"] == pytest.approx(ratio)
+    assert rows["sfplus-foreach"]["skipped_steps"] == 0
+    assert {(t["vs"], t["limit"]) for t in doc["targets"]} == {("adamw-fused", 2.0), ("sf-adamw", 1.0)}
+    json.dumps(doc)  # the results file is plain JSON
+    assert "sfplus-reference" in format_table(doc)
+    assert doc["meta"]["torch"] and "commit" in doc["meta"]
+
+
+def test_memory_plan_drops_methods_that_do_not_fit() -> None:
+    # 10k params: 4 params-worth is ~0.16 MB; a 0.0003 GiB budget fits AdamW and not the 5-buffer reference.
+    doc = run_step_benchmark(StepBenchConfig(sizes=("tiny",), repeats=1, warmup=0, max_gb=0.0003,
+                                             measure_memory=False))
+    measured = {r["method"] for r in doc["results"]}
+    skipped = {s["method"] for s in doc["skipped"]}
+    assert "adamw-fused" in measured and "sfplus-reference" in skipped
+    assert measured.isdisjoint(skipped) and measured | skipped == set(METHODS)
+
+
+def test_bad_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown size"):
+        StepBenchConfig(sizes=("7m",))
+    with pytest.raises(ValueError, match="unknown method"):
+        StepBenchConfig(methods=("sgd",))
