@@ -227,6 +227,10 @@ def test_osis_markup_is_stripped() -> None:
     assert clean_text(osis_to_text(osis)) == "Psalm 1\n\nBlessed is the man.\n\nSelah.\n"
 
 
+def test_c1_controls_become_dos_letters() -> None:
+    assert osis_to_text("Fra Thom\x82 de Jesu, h\x91c ratio") == "Fra Thomé de Jesu, hæc ratio"
+
+
 def test_strip_gutenberg() -> None:
     text = ("Header\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\nBody.\n"
             "*** END OF THIS PROJECT GUTENBERG EBOOK X ***\nLicence")

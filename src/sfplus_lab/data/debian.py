@@ -74,7 +74,7 @@ PACKAGES: tuple[Package, ...] = (
             "2b6558bd3bb1c970d3a83e1a58256a7d8f94c3ad001be823df4528e1968c7bd2",
             "06f748215de78ff48fdfdee93e3ffc5af6318b976485f7aedf22309236967e35"),
     Package("sword-comm-tdavid", "2.1-1", "tdavid",
-            "01dd73d513f677ee4becec53d3031dfeb94f5e81b7e977c55f02dd9def37bd56",
+            "e26e5cc4a683e06bc7cf4937c1b140ef5d8a10250d01ae7c42efff30b67f377a",
             "bcbfad701c5c4a061475b58309cebc42755a59e87478c8355227c5e046412b3f"),
 )
 
