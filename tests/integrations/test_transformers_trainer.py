@@ -120,6 +120,16 @@ def test_eval_at_x_learns_and_save_model_writes_x(tmp_path: Path) -> None:
     assert max_y_gap > 1e-3, "x and y should differ after 30 steps, or this test cannot tell them apart"
     assert set(saved) <= set(x) | {"lm_head.weight"}
 
+    # predict() runs at x too, and leaves the parameters at y.
+    eval_ids = CountingDataset(64, seed=2).ids
+    predicted = torch.as_tensor(trainer.predict(CountingDataset(64, seed=2)).predictions)
+    assert opt.train_mode
+    with torch.no_grad(), opt.eval_params():
+        logits_x = model(input_ids=eval_ids).logits
+    with torch.no_grad():
+        logits_y = model(input_ids=eval_ids).logits
+    assert (predicted - logits_x).abs().max().item() < 1e-4 < (predicted - logits_y).abs().max().item()
+
     # The saved folder is an ordinary Hugging Face model that evaluates to the same loss at x.
     reloaded = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "final"))
     batch = CountingDataset(64, seed=2).ids
@@ -210,3 +220,14 @@ def test_user_optimizer_still_gets_the_loss(tmp_path: Path) -> None:
 def test_rejects_params_and_weight_decay_in_sfplus_kwargs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="weight_decay"):
         make_trainer(tmp_path / "run", sfplus_kwargs={"weight_decay": 10.0})
+
+
+def test_evaluation_during_training_does_not_disturb_it(tmp_path: Path) -> None:
+    plain = make_trainer(tmp_path / "plain", max_steps=12)
+    plain.train()
+    evaluated = make_trainer(tmp_path / "eval", max_steps=12, eval_strategy="steps", eval_steps=4)
+    evaluated.train()
+    assert sum("eval_loss" in row for row in evaluated.state.log_history) == 3
+    assert evaluated.sfplus_optimizer.train_mode
+    gap = max((a - b).abs().max().item() for a, b in zip(plain.model.parameters(), evaluated.model.parameters()))
+    assert gap < 1e-5, gap  # x <-> y round trips cost only rounding
