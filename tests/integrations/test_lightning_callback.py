@@ -158,3 +158,31 @@ def test_checkpoint_holds_x_and_resume_matches(tmp_path: Path) -> None:
     assert resumed.optimizers[0].param_groups[0]["k"] == full.optimizers[0].param_groups[0]["k"] == 64
     gap = max((resumed_model.state_dict()[k] - want[k]).abs().max().item() for k in want)
     assert gap < 1e-5, gap
+
+
+class ManualRegressor(Regressor):
+    """Manual optimization: the user calls opt.step() with no loss; the callback supplies it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.seen_F: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.micro_losses.append(loss.item())
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        self.seen_F.append(opt.optimizer.stats["loss"])
+
+
+def test_manual_optimization_step_without_loss(tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    model = ManualRegressor()
+    train, val = loaders()
+    trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(model, train, val)
+    assert len(model.seen_F) == 16
+    assert model.seen_F == pytest.approx(model.micro_losses, rel=1e-6)
