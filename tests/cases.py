@@ -58,7 +58,9 @@ class OptimizerCase:
 OPTIMIZER_CASES: tuple[OptimizerCase, ...] = (
     OptimizerCase("default"),
     OptimizerCase("polyak_ema", dict(polyak_beta=0.9)),
-    OptimizerCase("adamc_decay", dict(weight_decay=10.0)),
+    # α²λ must stay below 1 for the decay to contract; toy problems have α near 0.1-1 (LLMs: about 1e-3), so
+    # the paper's λ = 10-50 overshoots here within a few steps. all_features keeps λ = 10 behind a warmup.
+    OptimizerCase("adamc_decay", dict(weight_decay=2.0)),
     OptimizerCase("anneal", dict(sf_beta1=0.8, sf_beta1_anneal_steps=5), anneals=True),
     OptimizerCase("warm_start_r1", dict(c_warmup=3, r=1.0)),
     OptimizerCase("warmup", dict(warmup_steps=4)),
