@@ -186,3 +186,28 @@ def test_manual_optimization_step_without_loss(tmp_path: Path) -> None:
     trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(model, train, val)
     assert len(model.seen_F) == 16
     assert model.seen_F == pytest.approx(model.micro_losses, rel=1e-6)
+
+
+def test_grad_scaler_step_gets_the_unscaled_mean_loss(tmp_path: Path) -> None:
+    """precision="16-mixed" steps through GradScaler.step(optimizer), which passes no closure and no loss."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    L.seed_everything(0, verbose=False)
+    model = Regressor()
+    seen_F: list[float] = []
+    original = model.configure_optimizers
+
+    def configure():
+        opt = original()
+        opt.register_step_post_hook(lambda o, a, k: seen_F.append(o.stats["loss"]))
+        return opt
+
+    model.configure_optimizers = configure
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    plugin = MixedPrecision(precision="16-mixed", device="cpu", scaler=scaler)
+    train, val = loaders()
+    run = trainer(tmp_path, max_epochs=1, enable_checkpointing=False, plugins=[plugin], accumulate_grad_batches=2)
+    run.fit(model, train, val)
+    assert len(seen_F) == 8 and len(model.micro_losses) == 16
+    means = [(model.micro_losses[2 * i] + model.micro_losses[2 * i + 1]) / 2 for i in range(8)]
+    assert seen_F == pytest.approx(means, rel=1e-3)  # not 1024x: the scaler's factor is divided out
