@@ -32,8 +32,8 @@ from .runner import Job, load_bench_corpus, run_job
 __all__ = ["add_arguments", "run", "run_benchmark"]
 
 #: The fields that change what a run computes; runs in an output folder must agree on them to be reused.
-_RUN_FIELDS = ("batch_size", "seq_len", "evals_per_decade", "eval_tokens", "first_eval_tpp", "data", "tokenizer",
-               "device", "lr_base")
+_RUN_FIELDS = ("batch_size", "seq_len", "evals_per_decade", "baseline_evals_per_decade", "eval_tokens",
+               "first_eval_tpp", "data", "tokenizer", "device", "lr_base")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -43,13 +43,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a few-minute smoke run (3k-param model, budgets 2/5/10 tok/param); same results schema")
     parser.add_argument("--sizes", nargs="+", default=None, choices=list(BENCH_SIZES),
-                        help="model sizes (default: 10k on CPU, 250k and 1m on CUDA)")
+                        help="model sizes (default: 6k on CPU, 250k and 1m on CUDA)")
     parser.add_argument("--budgets", nargs="+", type=float, default=None,
                         help="token budgets in tokens per parameter (default 20 100 1000)")
     parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES))
     parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
     parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
-                        help="initial grid exponents: lr = 1e-3 * 2**K (default 0..5)")
+                        help="initial grid exponents: lr = 1e-3 * 2**K (default 1..5)")
     parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None)
     parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=list(BASELINES),
                         help="baselines whose best long-budget LR gets the extra seeds (default adamw-wsd)")

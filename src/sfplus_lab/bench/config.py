@@ -22,7 +22,8 @@ BASELINES = ("adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
 #: size -> (n_layer, n_head, d_model). Below the lab's presets: models small enough for a full sweep
 #: up to 1000 tokens/parameter on two shared CPU cores. Counts are for the byte vocabulary (256).
 BENCH_SIZES: dict[str, tuple[int, int, int]] = {
-    "3k": (1, 2, 8),  # 3,136 params
+    "3k": (1, 2, 8),  # 3,096 params
+    "6k": (2, 2, 12),  # 6,588
     "10k": (2, 2, 16),  # 10,832
     "20k": (2, 2, 24),  # 20,088
     **PRESETS,
@@ -41,7 +42,7 @@ def model_config(size: str, vocab_size: int, seq_len: int) -> ModelConfig:
 class BenchConfig:
     """What ``sfplus bench`` runs. Budgets are in tokens per parameter; learning rates on a factor-2 grid."""
 
-    sizes: tuple[str, ...] = ("10k",)
+    sizes: tuple[str, ...] = ("6k",)
     """Model sizes (``BENCH_SIZES``); each gets the full sweep."""
     budgets: tuple[float, ...] = (20.0, 100.0, 1000.0)
     """Token budgets in tokens per parameter. The largest is the 'long' budget (phase 2)."""
@@ -49,14 +50,14 @@ class BenchConfig:
     """Baselines to sweep (ScheduleFree+ always runs)."""
     lr_base: float = 1e-3
     """Learning-rate grid: ``lr_base * 2**k``."""
-    lr_grid: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-    """Grid exponents k swept first at the short budgets (1e-3 ... 3.2e-2 by default)."""
+    lr_grid: tuple[int, ...] = (1, 2, 3, 4, 5)
+    """Grid exponents k swept first at the short budgets (2e-3 ... 3.2e-2 by default; extended when needed)."""
     max_extensions: int = 3
     """How many grid points a sweep may add on one side when its best LR lies on the edge."""
     long_sweep: str = "two-sided"
     """At the long budget, start from the short-budget best k and k-1, then extend until the best is
     bracketed: 'two-sided' (both neighbours measured) or 'one-sided' (only downwards)."""
-    batch_size: int = 32
+    batch_size: int = 16
     """Sequences per step."""
     seq_len: int = 64
     """Tokens per sequence."""
@@ -67,8 +68,10 @@ class BenchConfig:
     sfplus_horizon: float = 1.25
     """ScheduleFree+ runs to this multiple of the long budget, so time-to-target can exceed 1."""
     evals_per_decade: int = 12
-    """Evaluation points per decade of tokens (log-spaced; budgets and WSD branch points are added)."""
-    eval_tokens: int = 32768
+    """ScheduleFree+'s evaluation points per decade of tokens (log-spaced; its time-to-target needs them)."""
+    baseline_evals_per_decade: int = 4
+    """The baselines' evaluation points per decade (their budget ends and WSD branch points are added)."""
+    eval_tokens: int = 16384
     """Validation tokens per source per evaluation (the same windows for every run)."""
     first_eval_tpp: float = 0.5
     """First evaluation, in tokens per parameter."""
@@ -110,7 +113,8 @@ class BenchConfig:
             raise UserError("lr_grid must be non-empty and lr_base > 0")
         if self.long_sweep not in ("two-sided", "one-sided"):
             raise UserError(f"long_sweep must be 'two-sided' or 'one-sided', got {self.long_sweep!r}")
-        for name in ("batch_size", "seq_len", "seeds", "evals_per_decade", "eval_tokens", "workers", "threads"):
+        for name in ("batch_size", "seq_len", "seeds", "evals_per_decade", "baseline_evals_per_decade", "eval_tokens",
+                     "workers", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
@@ -158,6 +162,7 @@ def quick_config(**overrides: Any) -> BenchConfig:
         seq_len=32,
         seeds=2,
         evals_per_decade=6,
+        baseline_evals_per_decade=3,
         eval_tokens=2048,
         first_eval_tpp=0.5,
         workers=1,

@@ -36,7 +36,7 @@ from .config import BenchConfig, model_config
 __all__ = ["Job", "run_job", "load_bench_corpus", "eval_steps_for", "steps_for_budget"]
 
 #: At most this many points of the per-step traces (train loss, alpha or lr) are kept per run.
-_TRACE_POINTS = 1500
+_TRACE_POINTS = 500
 
 
 @dataclass(kw_only=True, slots=True)
@@ -82,12 +82,14 @@ def steps_for_budget(tpp: float, num_params: int, tokens_per_step: int) -> int:
     return max(1, round(tpp * num_params / tokens_per_step))
 
 
-def eval_steps_for(cfg: BenchConfig, num_params: int, horizon_steps: int, extra: list[int]) -> list[int]:
+def eval_steps_for(cfg: BenchConfig, num_params: int, horizon_steps: int, extra: list[int],
+                   per_decade: int | None = None) -> list[int]:
     """Log-spaced evaluation steps from ``first_eval_tpp`` to the horizon, plus ``extra`` (budget ends)."""
+    per_decade = cfg.evals_per_decade if per_decade is None else per_decade
     first = steps_for_budget(cfg.first_eval_tpp, num_params, cfg.tokens_per_step)
     points = {horizon_steps, *[s for s in extra if 0 < s <= horizon_steps]}
     if horizon_steps > first:
-        n = max(2, math.ceil(cfg.evals_per_decade * math.log10(horizon_steps / first)) + 1)
+        n = max(2, math.ceil(per_decade * math.log10(horizon_steps / first)) + 1)
         points.update(int(round(v)) for v in np.geomspace(first, horizon_steps, n))
     return sorted(p for p in points if p >= 1)
 
@@ -163,7 +165,7 @@ def _train_until(run: _Run, end: int, *, cfg: BenchConfig, job: Job, train_token
         _, loss = run.model(x.to(device), y.to(device))
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             run.diverged = True  # a baseline LR too high: recorded, not hidden
             break
@@ -239,7 +241,8 @@ def run_job(job: Job, cfg: BenchConfig) -> dict[str, Any]:
     if job.kind == "wsd":
         cooldown_start = {b: s - _wsd_decay_steps(s, cfg, job) for b, s in steps.items()}
         run = _build(job, mcfg, horizon, device)
-        eval_at = set(eval_steps_for(cfg, num_params, horizon, [*steps.values(), *cooldown_start.values()]))
+        eval_at = set(eval_steps_for(cfg, num_params, horizon, [*steps.values(), *cooldown_start.values()],
+                                     cfg.baseline_evals_per_decade))
         snapshots: dict[float, _Run] = {}
         for b in sorted(job.budgets):
             _train_until(run, cooldown_start[b], eval_at=eval_at, trace=trace, **kw)
@@ -261,7 +264,8 @@ def run_job(job: Job, cfg: BenchConfig) -> dict[str, Any]:
             finals.setdefault(f"{b:g}", {"step": steps[b], "diverged": True, "pooled": math.nan, "per_source": {}})
     else:
         run = _build(job, mcfg, horizon, device)
-        eval_at = set(eval_steps_for(cfg, num_params, horizon, list(steps.values())))
+        per_decade = cfg.evals_per_decade if job.method == "sfplus" else cfg.baseline_evals_per_decade
+        eval_at = set(eval_steps_for(cfg, num_params, horizon, list(steps.values()), per_decade))
         _train_until(run, horizon, eval_at=eval_at, trace=trace, **kw)
         trained_steps += run.step
         for b, s in steps.items():
