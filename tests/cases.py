@@ -139,6 +139,9 @@ ERROR_CASES: tuple[ErrorCase, ...] = (
     ErrorCase("max_step_nan", dict(max_step=NAN), ValueError, r"Invalid max_step value: nan"),
     ErrorCase("nonfinite_unknown", dict(nonfinite="ignore"), ValueError, r"Invalid nonfinite value: 'ignore'", True),
     ErrorCase("foreach_string", dict(foreach="yes"), TypeError, r"Invalid foreach value: 'yes'", True),
+    ErrorCase("foreach_int", dict(foreach=1), TypeError, r"Invalid foreach value: 1", True),
+    ErrorCase("fused_string", dict(fused=1), TypeError, r"Invalid fused value: 1", True),
+    ErrorCase("foreach_and_fused", dict(foreach=True, fused=True), RuntimeError, r"`foreach` and `fused`", True),
 )
 
 

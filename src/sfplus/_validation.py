@@ -93,9 +93,10 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
 def validate_options(nonfinite: str, foreach: bool | None, fused: bool | None = None) -> None:
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"Invalid nonfinite value: {nonfinite!r} (expected one of {NONFINITE_POLICIES})")
-    if foreach not in (None, True, False):
+    # ``in (None, True, False)`` would accept 1 and 0.0 (they compare equal to True/False): check the type.
+    if not (foreach is None or isinstance(foreach, bool)):
         raise TypeError(f"Invalid foreach value: {foreach!r} (expected None, True or False)")
-    if fused not in (None, True, False):
+    if not (fused is None or isinstance(fused, bool)):
         raise TypeError(f"Invalid fused value: {fused!r} (expected None, True or False)")
     if foreach and fused:
         raise RuntimeError("`foreach` and `fused` cannot both be True: pick the foreach or the compiled (fused) path")
