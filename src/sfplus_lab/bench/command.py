@@ -15,6 +15,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES))
     parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
     parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
-                        help="initial grid exponents: lr = 1e-3 * 2**K (default 1..5)")
+                        help="initial grid exponents: lr = 1e-3 * 2**K (default 2..5)")
     parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None)
     parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=list(BASELINES),
                         help="baselines whose best long-budget LR gets the extra seeds (default adamw-wsd)")
@@ -134,6 +135,7 @@ def _execute(cfg: BenchConfig, runs_dir: Path, records: dict[str, dict], on_done
     fingerprint = _fingerprint(cfg)
     cfg_dict = cfg.to_dict()
     pool = None
+    previous = _set_sigterm(_interrupt)  # a killed benchmark stops its workers too (finally below)
     if cfg.workers > 1:
         pool = cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=multiprocessing.get_context("spawn"))
     running: dict[cf.Future, Job] = {}
@@ -161,9 +163,22 @@ def _execute(cfg: BenchConfig, runs_dir: Path, records: dict[str, dict], on_done
                 _finish(fut.result(), fingerprint, runs_dir, records, on_done)
     finally:
         if pool is not None:
-            for fut in running:
-                fut.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for child in multiprocessing.active_children():  # the running jobs; their finished peers are saved
+                child.terminate()
+        _set_sigterm(previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _set_sigterm(handler: Any) -> Any:
+    """Install a SIGTERM handler where possible (the main thread); return the previous one."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, TypeError):  # not the main thread, or no previous Python-level handler to restore
+        return None
 
 
 def _finish(rec: dict, fingerprint: str, runs_dir: Path, records: dict[str, dict], on_done) -> None:

@@ -50,14 +50,16 @@ class BenchConfig:
     """Baselines to sweep (ScheduleFree+ always runs)."""
     lr_base: float = 1e-3
     """Learning-rate grid: ``lr_base * 2**k``."""
-    lr_grid: tuple[int, ...] = (1, 2, 3, 4, 5)
-    """Grid exponents k swept first at the short budgets (2e-3 ... 3.2e-2 by default; extended when needed)."""
-    max_extensions: int = 3
+    lr_grid: tuple[int, ...] = (2, 3, 4, 5)
+    """Grid exponents k swept first at the short budgets (4e-3 ... 3.2e-2 by default; extended when needed)."""
+    max_extensions: int = 2
     """How many grid points a sweep may add on one side when its best LR lies on the edge."""
-    long_sweep: str = "two-sided"
+    long_max_extensions: int = 1
+    """Grid points the long-budget sweep may add beyond its two starting points (each costs a full run)."""
+    long_sweep: str = "one-sided"
     """At the long budget, start from the short-budget best k and k-1, then extend until the best is
     bracketed: 'two-sided' (both neighbours measured) or 'one-sided' (only downwards)."""
-    batch_size: int = 16
+    batch_size: int = 32
     """Sequences per step."""
     seq_len: int = 64
     """Tokens per sequence."""
@@ -118,8 +120,9 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_extensions < 0:
-            raise UserError(f"max_extensions must be >= 0, got {self.max_extensions}")
+        if self.max_extensions < 0 or self.long_max_extensions < 0:
+            raise UserError(f"max_extensions and long_max_extensions must be >= 0, got {self.max_extensions}, "
+                            f"{self.long_max_extensions}")
         if self.sfplus_horizon < 1.0:
             raise UserError(f"sfplus_horizon must be >= 1 (a multiple of the longest budget), got "
                             f"{self.sfplus_horizon}")

@@ -7,7 +7,7 @@ For each model size and baseline:
    ``max_extensions``), until every short budget's best LR is bracketed.
 2. **long**: at the longest budget start from the best short-budget LR (at the largest short budget) and
    half of it (the best LR usually falls as the horizon grows), then extend until the best is bracketed
-   (``long_sweep``: both sides, or downwards only).
+   (``long_sweep``: both sides, or downwards only), by at most ``long_max_extensions`` points.
 3. **seed**: the best LR of each short budget, and of the long budget for ``long_seed_baselines``, is rerun
    with seeds 1 .. seeds-1, so the reported cells have a spread.
 
@@ -52,11 +52,14 @@ def _jobs_at(
                 horizon_tpp=max(budgets), phase=phase)]
 
 
-def _scores(records: dict[str, dict], size: str, method: str, budget: float, seed: int = 0) -> dict[int, float]:
-    """LR index -> pooled loss at ``budget`` over finished records of (size, method, seed)."""
+def _scores(records: dict[str, dict], size: str, method: str, budget: float, seed: int = 0,
+            phase: str | None = None) -> dict[int, float]:
+    """LR index -> pooled loss at ``budget`` over finished records of (size, method, seed[, phase])."""
     out: dict[int, float] = {}
     for rec in records.values():
         job = rec["job"]
+        if phase is not None and job["phase"] != phase:
+            continue
         if job["size"] == size and job["method"] == method and job["seed"] == seed and f"{budget:g}" in rec["finals"]:
             out[job["k"]] = min(out.get(job["k"], math.inf), final_loss(rec, budget))
     return out
@@ -94,13 +97,15 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
     missing = [j for j in wanted if j.id not in records]
     if missing:
         return missing, False
-    swept = sorted(_scores(records, size, method, short[-1]))
+    # Decisions about the sweep use the short sweep's own runs only: a long WSD / SF-AdamW run also
+    # reports the short budgets, and letting it move the short optimum would restart the long sweep.
+    swept = sorted(_scores(records, size, method, short[-1], phase="short"))
     for b in short:
-        ext = _extension(_scores(records, size, method, b), grid, cfg.max_extensions)
+        ext = _extension(_scores(records, size, method, b, phase="short"), grid, cfg.max_extensions)
         if ext is not None and ext not in swept:
             return _jobs_at(cfg, size, method, ext, short, 0, "short"), False
     due: list[Job] = []
-    # 3a. extra seeds at each short budget's best LR
+    # 3a. extra seeds at each short budget's best LR (over every seed-0 run, as the results table picks it)
     for seed in range(1, cfg.seeds):
         for b in short:
             k = best_k(_scores(records, size, method, b))
@@ -110,7 +115,7 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
     if len(cfg.budgets) == 1:
         return due, not due
     # 2. long budget: start at the short best and half of it, extend until bracketed
-    k_short = best_k(_scores(records, size, method, short[-1]))
+    k_short = best_k(_scores(records, size, method, short[-1], phase="short"))
     k_short = min(grid) if k_short is None else k_short
     start = [k_short, k_short - 1]
     long_jobs = [j for k in start for j in _jobs_at(cfg, size, method, k, [*short, long_b] if _KIND[method] != "decay"
@@ -119,7 +124,7 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
     if missing:
         return due + missing, False
     long_scores = _scores(records, size, method, long_b)
-    ext = _extension(long_scores, start, cfg.max_extensions, downward_only=cfg.long_sweep == "one-sided")
+    ext = _extension(long_scores, start, cfg.long_max_extensions, downward_only=cfg.long_sweep == "one-sided")
     if ext is not None and ext not in long_scores:
         extra = _jobs_at(cfg, size, method, ext, [*short, long_b] if _KIND[method] != "decay" else [long_b], 0, "long")
         return due + [j for j in extra if j.id not in records], False

@@ -88,7 +88,7 @@ def eval_steps_for(cfg: BenchConfig, num_params: int, horizon_steps: int, extra:
     per_decade = cfg.evals_per_decade if per_decade is None else per_decade
     first = steps_for_budget(cfg.first_eval_tpp, num_params, cfg.tokens_per_step)
     points = {horizon_steps, *[s for s in extra if 0 < s <= horizon_steps]}
-    if horizon_steps > first:
+    if horizon_steps > first and per_decade > 0:
         n = max(2, math.ceil(per_decade * math.log10(horizon_steps / first)) + 1)
         points.update(int(round(v)) for v in np.geomspace(first, horizon_steps, n))
     return sorted(p for p in points if p >= 1)
@@ -242,7 +242,7 @@ def run_job(job: Job, cfg: BenchConfig) -> dict[str, Any]:
         cooldown_start = {b: s - _wsd_decay_steps(s, cfg, job) for b, s in steps.items()}
         run = _build(job, mcfg, horizon, device)
         eval_at = set(eval_steps_for(cfg, num_params, horizon, [*steps.values(), *cooldown_start.values()],
-                                     cfg.baseline_evals_per_decade))
+                                     _evals_per_decade(cfg, job)))
         snapshots: dict[float, _Run] = {}
         for b in sorted(job.budgets):
             _train_until(run, cooldown_start[b], eval_at=eval_at, trace=trace, **kw)
@@ -264,7 +264,7 @@ def run_job(job: Job, cfg: BenchConfig) -> dict[str, Any]:
             finals.setdefault(f"{b:g}", {"step": steps[b], "diverged": True, "pooled": math.nan, "per_source": {}})
     else:
         run = _build(job, mcfg, horizon, device)
-        per_decade = cfg.evals_per_decade if job.method == "sfplus" else cfg.baseline_evals_per_decade
+        per_decade = _evals_per_decade(cfg, job)
         eval_at = set(eval_steps_for(cfg, num_params, horizon, list(steps.values()), per_decade))
         _train_until(run, horizon, eval_at=eval_at, trace=trace, **kw)
         trained_steps += run.step
@@ -290,6 +290,14 @@ def run_job(job: Job, cfg: BenchConfig) -> dict[str, Any]:
     if needs_loss(run.opt):
         record["num_skipped"] = int(run.opt.stats.get("num_skipped", 0))
     return record
+
+
+def _evals_per_decade(cfg: BenchConfig, job: Job) -> int:
+    """Dense for ScheduleFree+ (time-to-target reads its curve), sparse for a baseline's long runs (the
+    anytime figure), none between budget ends for short sweeps (only their final values are used)."""
+    if job.method == "sfplus":
+        return cfg.evals_per_decade
+    return cfg.baseline_evals_per_decade if max(job.budgets) >= cfg.long_budget else 0
 
 
 def _wsd_decay_steps(total: int, cfg: BenchConfig, job: Job) -> int:
