@@ -12,6 +12,7 @@ and two test runs on one machine cannot meet. ``dist.barrier()`` precedes
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import tempfile
 import time
@@ -51,6 +52,7 @@ def _worker(rank: int, world: int, store_file: str, out_dir: str, scenarios: dic
             results[name] = {"error": traceback.format_exc()}
             failed = name
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    gc.collect()  # models (DDP, FSDP) hold the process group; dying at interpreter exit, gloo can abort
     if failed is None:
         dist.barrier()
     dist.destroy_process_group()
