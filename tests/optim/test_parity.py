@@ -12,11 +12,12 @@ vs for-loop bitwise.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
 import torch
-from cases import MLPProblem, OptimizerCase, case_params
+from cases import OPTIMIZER_CASES, MLPProblem, OptimizerCase, case_params
 
 import sfplus
 
@@ -27,10 +28,10 @@ TOGGLE_AFTER = 6
 GROUP_SCALARS = ("k", "e", "num_skipped", "train_mode", "y_beta", "lr_max", "weight_sum")
 
 
-def _run(cls: type, case: OptimizerCase, foreach: bool, seed: int) -> list[dict[str, Any]]:
+def _run(cls: type, case: OptimizerCase, foreach: bool | None, seed: int, **flags: Any) -> list[dict[str, Any]]:
     """Run the awkward schedule; return, after every step, params, state, group scalars and stats."""
     problem = MLPProblem.make(torch.Generator().manual_seed(seed))
-    opt = case.make(cls, problem.groups(group1_lr=0.5 * case.kwargs.get("lr", 1.0)), foreach=foreach)
+    opt = case.make(cls, problem.groups(group1_lr=0.5 * case.kwargs.get("lr", 1.0)), foreach=foreach, **flags)
     names = list(problem.params)
     trace = []
     for step in range(NUM_STEPS):
@@ -128,3 +129,30 @@ def test_frozen_layer_has_no_state_until_it_trains():
     assert torch.equal(frozen.detach(), before)
     opt.train()
     assert torch.equal(frozen.detach(), before)
+
+
+FUSED_CASES = tuple(c for c in OPTIMIZER_CASES if c.desc in ("default", "all_features"))
+
+
+@pytest.mark.parametrize("case", case_params(FUSED_CASES))
+def test_fused_matches_reference(case: OptimizerCase):
+    """The torch.compile'd path (one pass per tensor) against the reference; it rounds differently, so
+    the tolerance is the fast-vs-reference one. Skipped where this torch cannot compile."""
+    ref = _run(sfplus.ScheduleFreePlusReference, case, foreach=False, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compile falls back with a warning: not here
+        try:
+            fused = _run(sfplus.ScheduleFreePlus, case, foreach=None, seed=2, fused=True)
+        except RuntimeWarning as exc:
+            pytest.skip(f"torch.compile is unavailable here: {exc}")
+    if sfplus.functional.resolve_path(None, True, [torch.zeros(1)]) != "fused":
+        pytest.skip("an earlier compile failed in this process, so the fused path is off")
+    tol = dict(rtol=1e-10, atol=1e-12)
+    for step, (r, f) in enumerate(zip(ref, fused)):
+        for name, p in f["params"].items():
+            torch.testing.assert_close(p, r["params"][name], **tol, msg=f"{case.desc} step {step}: y of {name}")
+            torch.testing.assert_close(f["eval_params"][name], r["eval_params"][name], **tol)
+            for key, value in f["state"][name].items():
+                torch.testing.assert_close(value, r["state"][name][key], **tol, msg=f"step {step}: {key} of {name}")
+        for gr, gf in zip(r["groups"], f["groups"]):
+            assert all(_close(gf[key], gr[key]) for key in GROUP_SCALARS)
