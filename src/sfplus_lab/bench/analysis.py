@@ -41,7 +41,9 @@ def crossing_tokens(curve: list[dict[str, Any]], target: float) -> float | None:
 
 
 def _records_of(records: dict[str, dict], size: str, method: str) -> list[dict]:
-    return [r for r in records.values() if r["job"]["size"] == size and r["job"]["method"] == method]
+    """The records of one method, in id order (so a resumed benchmark picks the same runs)."""
+    return [records[i] for i in sorted(records)
+            if records[i]["job"]["size"] == size and records[i]["job"]["method"] == method]
 
 
 def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dict[str, Any] | None:

@@ -108,7 +108,13 @@ def _eval_windows(data: tuple[str, ...] | None, tokenizer: str, seq_len: int, ba
 
 @torch.no_grad()
 def evaluate(model: GPT, opt: torch.optim.Optimizer, windows: dict[str, list], device: torch.device) -> dict:
-    """Validation loss per source and pooled (token-weighted), at x for the schedule-free methods."""
+    """Validation loss per source and pooled (token-weighted), at x for the schedule-free methods.
+
+    The training point y is saved and put back exactly: the schedule-free y -> x -> y conversion rounds,
+    and that rounding would make a run depend (chaotically, by about seed noise) on where it was
+    evaluated. With the restore, a run's numbers do not depend on its evaluation schedule.
+    """
+    saved = [p.detach().clone() for p in model.parameters()]
     set_train_mode(opt, False)
     model.eval()
     per_source, total_loss, total_tokens = {}, 0.0, 0
@@ -123,6 +129,8 @@ def evaluate(model: GPT, opt: torch.optim.Optimizer, windows: dict[str, list], d
         total_tokens += n
     model.train()
     set_train_mode(opt, True)
+    for p, y in zip(model.parameters(), saved):
+        p.copy_(y)
     return {"pooled": total_loss / total_tokens, "per_source": per_source}
 
 
