@@ -55,3 +55,12 @@ def test_eval_steps_are_log_spaced_and_include_budget_ends(cfg) -> None:
     assert 77 in steps and 500 in steps and 2000 not in steps
     ratios = [b / a for a, b in zip(steps, steps[1:])]
     assert max(ratios) < 10 ** (1 / 6) * 1.3
+
+
+def test_schedule_free_runs_do_not_depend_on_their_evaluation_schedule(cfg) -> None:
+    # the same SF-AdamW run to two horizons: different evaluation points, identical numbers where they overlap
+    runs = [run_job(Job(size="3k", method="sf-adamw", lr=1.6e-2, k=4, seed=0, kind="anytime", budgets=budgets,
+                        horizon_tpp=max(budgets), phase=phase), cfg)
+            for budgets, phase in (([3.0], "short"), ([3.0, 6.0], "long"))]
+    assert len(runs[0]["curve"]) < len(runs[1]["curve"])
+    assert runs[0]["finals"]["3"]["pooled"] == runs[1]["finals"]["3"]["pooled"]
