@@ -18,12 +18,14 @@ def test_gpt_shapes_have_the_advertised_sizes() -> None:
 
 
 def test_tiny_run_times_every_method_and_counts_state() -> None:
-    doc = run_step_benchmark(StepBenchConfig(sizes=("tiny",), repeats=3, warmup=1, seed=1))
+    # every method but the compiled one (compiling takes longer than the whole test; the optimizer's tests cover it)
+    methods = tuple(m for m in METHODS if m != "sfplus-fused")
+    doc = run_step_benchmark(StepBenchConfig(sizes=("tiny",), methods=methods, repeats=3, warmup=1, seed=1))
     rows = {r["method"]: r for r in doc["results"]}
-    assert set(rows) == set(METHODS)
+    assert set(rows) == set(methods)
     # ScheduleFreePlus keeps z, m, v; the reference keeps x, y, z, m, v; the AdamWs two moments.
-    expected = {"sfplus-foreach": 3, "sfplus-forloop": 3, "sfplus-reference": 5, "adamw-fused": 2,
-                "adamw-foreach": 2, "sf-adamw": 2}
+    expected = {"sfplus-default": 3, "sfplus-foreach": 3, "sfplus-forloop": 3, "sfplus-reference": 5,
+                "adamw-fused": 2, "adamw-foreach": 2, "sf-adamw": 2}
     for name, buffers in expected.items():
         assert rows[name]["state_per_param"] == pytest.approx(buffers), name
         assert rows[name]["median_ms"] > 0 and rows[name]["p25_ms"] <= rows[name]["p75_ms"]
@@ -31,7 +33,7 @@ def test_tiny_run_times_every_method_and_counts_state() -> None:
     assert rows["adamw-fused"]["ratio_to_adamw-fused"] == 1.0
     ratio = rows["sfplus-foreach"]["median_ms"] / rows["sf-adamw"]["median_ms"]
     assert rows["sfplus-foreach"]["ratio_to_sf-adamw"] == pytest.approx(ratio)
-    assert rows["sfplus-foreach"]["skipped_steps"] == 0
+    assert rows["sfplus-foreach"]["skipped_steps"] == 0 and rows["sfplus-default"]["skipped_steps"] == 0
     assert {(t["vs"], t["limit"]) for t in doc["targets"]} == {("adamw-fused", 2.0), ("sf-adamw", 1.0)}
     json.dumps(doc)  # the results file is plain JSON
     assert "sfplus-reference" in format_table(doc)
@@ -40,12 +42,13 @@ def test_tiny_run_times_every_method_and_counts_state() -> None:
 
 def test_memory_plan_drops_methods_that_do_not_fit() -> None:
     # 10k params: 4 params-worth is ~0.16 MB; a 0.0003 GiB budget fits AdamW and not the 5-buffer reference.
-    doc = run_step_benchmark(StepBenchConfig(sizes=("tiny",), repeats=1, warmup=0, max_gb=0.0003,
+    methods = tuple(m for m in METHODS if m != "sfplus-fused")
+    doc = run_step_benchmark(StepBenchConfig(sizes=("tiny",), methods=methods, repeats=1, warmup=0, max_gb=0.0003,
                                              measure_memory=False))
     measured = {r["method"] for r in doc["results"]}
     skipped = {s["method"] for s in doc["skipped"]}
     assert "adamw-fused" in measured and "sfplus-reference" in skipped
-    assert measured.isdisjoint(skipped) and measured | skipped == set(METHODS)
+    assert measured.isdisjoint(skipped) and measured | skipped == set(methods)
 
 
 def test_bad_names_are_rejected() -> None:

@@ -195,7 +195,8 @@ def _progress(rec: dict) -> None:
           f"{rec['tok_per_s']:.0f} tok/s)", flush=True)
 
 
-def _document(cfg: BenchConfig, records: dict[str, dict], corpus: Any, started: float, complete: bool) -> dict:
+def _document(cfg: BenchConfig, records: dict[str, dict], corpus: Any, started: float, complete: bool,
+              meta_at_start: dict[str, Any]) -> dict:
     from ..optim_factory import OptimConfig
 
     return {
@@ -203,6 +204,7 @@ def _document(cfg: BenchConfig, records: dict[str, dict], corpus: Any, started: 
         "schema": 1,
         "complete": complete,
         "meta": run_meta(cfg.device),
+        "meta_at_start": meta_at_start,  # the code the workers imported (they start with the run)
         "config": cfg.to_dict(),
         "sfplus_config": OptimConfig(name="sfplus").resolved().to_dict(),
         "corpus": {"name": corpus.name, "vocab_size": corpus.vocab_size, "meta": corpus.meta},
@@ -217,6 +219,7 @@ def _document(cfg: BenchConfig, records: dict[str, dict], corpus: Any, started: 
 def run_benchmark(cfg: BenchConfig, out: Path, *, analyze_only: bool = False) -> dict[str, Any]:
     """Run (or resume) the benchmark into ``out`` and return the results document."""
     started = time.time()
+    meta_at_start = run_meta(cfg.device)
     try:
         runs_dir = out / "runs"
         runs_dir.mkdir(parents=True, exist_ok=True)
@@ -230,12 +233,12 @@ def run_benchmark(cfg: BenchConfig, out: Path, *, analyze_only: bool = False) ->
 
     def on_done(rec: dict) -> None:
         _progress(rec)
-        _write_json(out / "results.json", _document(cfg, records, corpus, started, complete=False))
+        _write_json(out / "results.json", _document(cfg, records, corpus, started, False, meta_at_start))
 
     if not analyze_only:
         _execute(cfg, runs_dir, records, on_done)
     _, complete = next_jobs(cfg, records)
-    doc = _document(cfg, records, corpus, started, complete=complete)
+    doc = _document(cfg, records, corpus, started, complete, meta_at_start)
     _write_json(out / "results.json", doc)
     from .plots import draw_all
 

@@ -79,12 +79,12 @@ class Method:
     needs_loss: bool = False
 
 
-def _sfplus(foreach: bool) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+def _sfplus(**flags: bool) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
     def build(params: list[torch.Tensor]) -> torch.optim.Optimizer:
         from sfplus import ScheduleFreePlus
 
         # λ = 20 (the paper's range) so the AdamC decay term is part of the timed step.
-        return ScheduleFreePlus(params, weight_decay=20.0, foreach=foreach)
+        return ScheduleFreePlus(params, weight_decay=20.0, **flags)
 
     return build
 
@@ -116,9 +116,11 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("adamw-fused", _adamw(fused=True), 2),
         Method("sf-adamw", _sf_adamw, 2),
-        Method("sfplus-foreach", _sfplus(True), 3, needs_loss=True),
+        Method("sfplus-default", _sfplus(), 3, needs_loss=True),  # no flags: the path a user gets
+        Method("sfplus-foreach", _sfplus(foreach=True), 3, needs_loss=True),
         Method("adamw-foreach", _adamw(foreach=True), 2),
-        Method("sfplus-forloop", _sfplus(False), 3, needs_loss=True),
+        Method("sfplus-fused", _sfplus(fused=True), 3, needs_loss=True),  # torch.compile'd update
+        Method("sfplus-forloop", _sfplus(foreach=False), 3, needs_loss=True),
         Method("sfplus-reference", _reference, 5, needs_loss=True),
     )
 }
@@ -301,8 +303,8 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
                 row[f"ratio_to_{base}"] = row["median_ms"] / medians[base]
 
 
-#: The issue's targets: (method, baseline, limit) at the 15M size.
-TARGETS = (("sfplus-foreach", "adamw-fused", 2.0), ("sfplus-foreach", "sf-adamw", 1.0))
+#: The issue's targets: (method, baseline, limit) at the 15M size, for the path a user gets by default.
+TARGETS = (("sfplus-default", "adamw-fused", 2.0), ("sfplus-default", "sf-adamw", 1.0))
 
 
 def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
