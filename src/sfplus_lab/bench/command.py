@@ -44,7 +44,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a few-minute smoke run (3k-param model, budgets 2/5/10 tok/param); same results schema")
     parser.add_argument("--sizes", nargs="+", default=None, choices=list(BENCH_SIZES),
-                        help="model sizes (default: 6k on CPU, 250k and 1m on CUDA)")
+                        help="model sizes (default: 6k on CPU, 250k on CUDA)")
     parser.add_argument("--budgets", nargs="+", type=float, default=None,
                         help="token budgets in tokens per parameter (default 20 100 1000)")
     parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES))
@@ -69,7 +69,7 @@ def _config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise UserError("--device cuda was given but torch.cuda.is_available() is False")
     overrides: dict[str, Any] = {"device": device}
     if device.startswith("cuda") and not args.quick:
-        overrides.update(sizes=("250k", "1m"), batch_size=64, seq_len=128, eval_tokens=131072)
+        overrides.update(sizes=("250k",), batch_size=64, seq_len=128, eval_tokens=131072)
     mapping = {"sizes": "sizes", "budgets": "budgets", "baselines": "baselines", "seeds": "seeds",
                "lr_grid": "lr_grid", "long_sweep": "long_sweep", "long_seed_baselines": "long_seed_baselines",
                "batch_size": "batch_size", "seq_len": "seq_len", "workers": "workers", "tokenizer": "tokenizer"}
