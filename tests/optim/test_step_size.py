@@ -13,6 +13,8 @@ import math
 import pytest
 import torch
 from cases import CLASSES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sfplus import _step_size as S
 
@@ -125,3 +127,52 @@ def test_optimizer_stores_raw_ema(cls, polyak_beta, gen):
         # α from the logged scalars: γ (F + I) / ê.
         expected_alpha = max(0.0, opt.stats["loss"] + opt.stats["inner"]) / opt.stats["e_hat"]
         assert opt.stats["alpha"] == pytest.approx(expected_alpha, rel=1e-12)
+
+
+# ------------------------------------------------------------------- properties over random inputs
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+nonneg = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(loss=nonneg, inner=finite, e_hat=nonneg, gamma=nonneg, floor=finite, cap=st.none() | st.floats(1e-6, 10.0))
+def test_polyak_step_is_never_negative_nan_or_above_the_cap(loss, inner, e_hat, gamma, floor, cap):
+    alpha = S.polyak_step(loss, inner, e_hat, gamma, floor, cap)
+    assert alpha >= 0.0 and not math.isnan(alpha)
+    if cap is not None:
+        assert alpha <= cap
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(norms=st.lists(st.floats(0.0, 1e6), min_size=1, max_size=12), polyak_beta=st.floats(0.0, 0.99))
+def test_corrected_ema_lies_between_the_smallest_and_largest_input(norms, polyak_beta):
+    """ê_k is a convex combination of √(π/2)·L_1..L_k: the double-corrected bug leaves this range."""
+    e = 0.0
+    for k, l1 in enumerate(norms, start=1):
+        e, e_hat = S.l1_ema_update(e, l1, polyak_beta, k)
+    low, high = SQRT_HALF_PI * min(norms), SQRT_HALF_PI * max(norms)
+    assert low * (1 - 1e-9) <= e_hat <= high * (1 + 1e-9)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    alphas=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=12),
+    c_warmup=st.integers(0, 5),
+    r=st.floats(0.0, 3.0),
+    power=st.floats(0.0, 3.0),
+)
+def test_averaging_weight_stays_in_unit_interval(alphas, c_warmup, r, power):
+    lr_max, weight_sum = 1e-8, 0.0
+    for k, alpha in enumerate(alphas, start=1):
+        c, lr_max, weight_sum = S.averaging_weight(k, alpha, lr_max, weight_sum, c_warmup, r, power)
+        assert 0.0 <= c <= 1.0 and lr_max >= alpha
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(k=st.integers(0, 10_000), low=st.floats(0.01, 0.98), span=st.floats(0.0, 1.0), steps=st.integers(0, 5000))
+def test_annealed_beta_moves_monotonically_between_its_ends(k, low, span, steps):
+    high = low + span * (0.999 - low)
+    beta = S.annealed_beta(k, low, high, steps)
+    assert low - 1e-12 <= beta <= high + 1e-12
+    if steps:
+        assert S.annealed_beta(k + 1, low, high, steps) >= beta - 1e-15
