@@ -1,0 +1,88 @@
+"""metrics.jsonl: one JSON object per line, appended as the run goes, truncated back to a checkpoint on resume.
+
+Train rows: ``{"kind": "train", "step", "tokens", "loss", "tok_per_s", "elapsed_s", ...}`` plus the optimizer's
+scalars (ScheduleFree+: ``alpha``, ``beta``, ``c``, ``inner``, ``l1``, ``e_hat``, ``skipped``, ``status``,
+``num_skipped``, ``lr_max``, ``k``; baselines: ``lr``). Eval rows: ``{"kind": "eval", "step", "tokens",
+"val_loss", "val_loss/<source>", ...}`` measured at x (the optimizer in eval mode).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "read_metrics"]
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and inf are not JSON: write them as null so every line parses with any JSON reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All complete rows of a metrics file; a torn last line (a crash mid-write) is skipped."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+class MetricsLog:
+    """Appends rows to ``metrics.jsonl`` and keeps them in memory for the plots."""
+
+    def __init__(self, path: Path, *, enabled: bool = True) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.rows: list[dict[str, Any]] = []
+        self._file = None
+
+    def open(self, resume_step: int | None) -> None:
+        """Start a new file, or (resuming) keep only rows up to ``resume_step`` so no step is logged twice."""
+        if not self.enabled:
+            return
+        if resume_step is None:
+            self.rows = []
+        else:
+            self.rows = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in self.rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a")  # noqa: SIM115 - held open for the run, closed in close()
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {k: _jsonable(v) for k, v in row.items()}
+        self.rows.append(row)
+        assert self._file is not None, "MetricsLog.open() was not called"
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def sync(self) -> None:
+        """Make the rows so far durable (called before each checkpoint, so a checkpoint never outruns its log)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+            self._file = None

@@ -1,0 +1,215 @@
+"""``sfplus train``: parse flags -> recipe + overrides -> Trainer -> run -> report where everything is.
+
+Flags default to None so that only the flags a user typed override the recipe (or, with ``--resume``, the
+run's saved config). Values are parsed here, not by argparse, so a bad value is one ``UserError`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .errors import UserError
+from .model import PRESETS
+from .optim_factory import OPTIMIZERS
+from .recipes import RECIPES, get_recipe
+
+#: flag -> (config section, field, parser kind, help)
+FLAGS: dict[str, tuple[str, str, str, str]] = {
+    "--tokens": ("train", "tokens", "count", "training budget in tokens (e.g. 300000, 300k, 2M)"),
+    "--tokens-per-param": ("train", "tokens_per_param", "float", "training budget in tokens per parameter"),
+    "--model": ("train", "model_size", "str", f"model size: {', '.join(PRESETS)} (default 1m)"),
+    "--optimizer": ("optim", "name", "str", f"{', '.join(OPTIMIZERS)} (default sfplus)"),
+    "--lr": ("optim", "lr", "float", "sfplus: step multiplier gamma (default 0.3); baselines: peak learning rate"),
+    "--warmup-steps": ("optim", "warmup_steps", "int", "linear warmup in steps (default 50)"),
+    "--weight-decay": ("optim", "weight_decay", "float", "sfplus: AdamC lambda (default 10); AdamW: 0.1"),
+    "--seed": ("train", "seed", "int", "seed for the initialisation and the batches (default 0)"),
+    "--batch-size": ("data", "batch_size", "int", "sequences per step (default 16)"),
+    "--seq-len": ("data", "seq_len", "int", "tokens per sequence (default 128)"),
+    "--tokenizer": ("data", "tokenizer", "str", "byte (default) or bpe"),
+    "--vocab-size": ("data", "vocab_size", "int", "BPE vocabulary size"),
+    "--checkpoint-every": ("checkpoint", "every", "int", "save a checkpoint every N steps (0 = only at the end)"),
+    "--keep-checkpoints": ("checkpoint", "keep", "int", "how many recent checkpoints to keep (>= 2)"),
+    "--eval-every": ("train", "eval_every", "int", "evaluate the validation loss at x every N steps"),
+    "--eval-batches": ("train", "eval_batches", "int", "at most N validation batches per source"),
+    "--device": ("train", "device", "str", "auto (default), cpu or cuda"),
+    "--cache-dir": ("data", "cache_dir", "str", "token cache folder (default $SFPLUS_CACHE or ~/.cache/sfplus)"),
+}
+#: settings a resumed run may change (they do not alter the optimisation path's definition)
+RESUME_MAY_CHANGE = {
+    "train.eval_every", "train.eval_batches", "train.log_every", "train.progress", "train.device",
+    "train.compile", "train.max_consecutive_skips", "checkpoint.every", "checkpoint.keep", "data.cache_dir",
+}
+#: files a run writes into its folder; --force deletes only these, never anything else a user keeps there
+RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "loss.png", "step_size.png", "checkpoints")
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", metavar="PATH", help="text files or folders (default: built-in text)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe>-<UTC time>)")
+    for flag, (_, _, _, help_text) in FLAGS.items():
+        parser.add_argument(flag, metavar="X", help=help_text)
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--recipe", metavar="NAME", help=f"named run to start from: {', '.join(RECIPES)}")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="replace the run files already in --out")
+
+
+def _parse(flag: str, kind: str, text: str) -> Any:
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "count":
+            scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
+            value = float(text[:-1] if scale > 1 else text) * scale
+            if value != int(value):
+                raise ValueError
+            return int(value)
+    except ValueError:
+        raise UserError(f"{flag} needs {'an integer' if kind != 'float' else 'a number'}, got {text!r}") from None
+    return text
+
+
+def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The config with every flag the user typed applied (each section re-validated)."""
+    changes: dict[str, dict[str, Any]] = {"data": {}, "optim": {}, "train": {}, "checkpoint": {}}
+    for flag, (section, field, kind, _) in FLAGS.items():
+        text = getattr(args, flag[2:].replace("-", "_"))
+        if text is not None:
+            changes[section][field] = _parse(flag, kind, text)
+    if "tokens" in changes["train"]:
+        changes["train"].setdefault("tokens_per_param", None)
+    elif "tokens_per_param" in changes["train"]:
+        changes["train"]["tokens"] = None
+    if args.data is not None:
+        changes["data"]["paths"] = [str(Path(p).resolve()) if Path(p).exists() else p for p in args.data]
+    if args.compile:
+        changes["train"]["compile"] = True
+    if args.no_progress:
+        changes["train"]["progress"] = False
+    sections = {name: replace(getattr(cfg, name), **kw) for name, kw in changes.items() if kw}
+    if "model_size" in changes["train"] or "seq_len" in changes["data"]:
+        sections["model"] = None  # re-resolved from the new size (resume then reports the mismatch)
+    return replace(cfg, **sections)
+
+
+def _check_resume(saved: RunConfig, now: RunConfig, out: Path) -> None:
+    before, after = _flatten(saved.to_dict()), _flatten(now.to_dict())
+    allowed = set(RESUME_MAY_CHANGE)
+    if saved.optim.name in ("sfplus", "sf-adamw"):  # schedule-free: the run may be extended or shortened
+        allowed |= {"train.tokens", "train.tokens_per_param"}
+    diffs = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
+             if before.get(k) != after.get(k) and k not in allowed and not k.startswith("model.")]
+    if diffs:
+        raise UserError(f"cannot --resume {out} with different settings: {'; '.join(diffs)}")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def prepare_run_dir(out: Path, *, force: bool) -> None:
+    """Create ``out`` for a new run; an existing non-empty folder needs --force, which removes only run files."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UserError(
+                f"run folder {out} already exists; pass --resume to continue it, --force to replace its run "
+                "files, or choose another --out"
+            )
+        for name in RUN_FILES:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
+
+
+def write_config(out: Path, cfg: RunConfig) -> None:
+    tmp = out / "config.json.tmp"
+    tmp.write_text(cfg.to_json())
+    os.replace(tmp, out / "config.json")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from .data import load_corpus
+    from .trainer import Trainer
+
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other: pick one")
+    out = Path(args.out or f"runs/{args.recipe or 'default'}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    saved_path = out / "config.json"
+    if args.resume and saved_path.exists():
+        if args.recipe is not None:
+            raise UserError("--recipe cannot be combined with --resume: the run's saved config is used")
+        saved = RunConfig.from_dict(json.loads(saved_path.read_text()))
+        cfg = apply_flags(saved, args)
+        _check_resume(saved, cfg, out)
+    else:
+        cfg = apply_flags(get_recipe(args.recipe or "default"), args)
+        prepare_run_dir(out, force=args.force)
+    corpus = load_corpus(
+        cfg.data.paths, tokenizer=cfg.data.tokenizer, cache_dir=cfg.data.cache_dir, vocab_size=cfg.data.vocab_size
+    )
+    trainer = Trainer(cfg, corpus, out)
+    if args.resume and cfg.model is not None and trainer.cfg.model != cfg.model:
+        raise UserError(f"cannot --resume {out}: the data now gives a different vocabulary or model shape")
+    write_config(out, trainer.cfg)
+    ckpt = trainer.resume_from(out / "checkpoints") if args.resume else None
+    print(_banner(trainer, ckpt))
+    result = trainer.run(resumed=ckpt is not None)
+    print(_summary(trainer, result))
+    return 0
+
+
+def _banner(trainer: Any, ckpt: Any) -> str:
+    cfg = trainer.cfg
+    where = f"resuming from step {ckpt.step}" if ckpt is not None else "new run"
+    return (
+        f"sfplus train: {where} in {trainer.run_dir}: {cfg.train.model_size} GPT ({trainer.model.num_params():,} "
+        f"params), {cfg.optim.name}, {trainer.total_steps} steps x {trainer.tokens_per_step:,} tokens, "
+        f"data {trainer.corpus.name} ({len(trainer.corpus.train):,} train tokens), device {trainer.device}"
+    )
+
+
+def _summary(trainer: Any, result: Any) -> str:
+    out = result.run_dir
+    lines = []
+    if result.stopped_early:
+        lines.append(f"stopped at step {result.step}/{result.total_steps} (SIGTERM); checkpoint saved; continue with "
+                     f"the same command plus --resume")
+    else:
+        lines.append(f"done: {result.step} steps, {result.step * trainer.tokens_per_step:,} tokens, "
+                     f"{trainer.elapsed_s:.0f} s of training")
+    lines.append(f"  metrics: {out / 'metrics.jsonl'}")
+    lines.append(f"  plots:   {out / 'loss.png'}, {out / 'step_size.png'}")
+    evals = [r for r in trainer.metrics.rows if r.get("kind") == "eval"]
+    if evals:
+        last = evals[-1]
+        parts = ", ".join(f"{k[len('val_loss/'):]} {v:.4f}" for k, v in last.items() if k.startswith("val_loss/"))
+        lines.append(f"  final validation loss at x (step {last['step']}): {last['val_loss']:.4f} ({parts})")
+    return "\n".join(lines)

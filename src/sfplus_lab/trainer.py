@@ -1,0 +1,318 @@
+"""The training loop: batches as a function of (seed, step), evaluation and checkpoints at x, exact resume.
+
+Why resume is exact: the batch of step s is ``get_batch(seed=seed, step=s, ...)``, a pure function, so the
+data position is just ``step``; the model has no dropout, so the loop draws no other randomness; and a
+checkpoint holds the parameters at x plus the optimizer's full state (z, moments, counters, mode). Every
+step boundary that evaluates or saves runs the same ``eval() ... train()`` round trip in the uninterrupted
+and the resumed run, so both rebuild the same y from the same x and z, bit for bit (on CPU).
+
+Data-parallel runs: ``rank`` and ``world_size`` go to ``get_batch`` and ``eval_batches``; only rank 0
+writes files; ``_all_reduce_sum`` is the one place evaluation sums would be reduced across ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt_io
+from .config import RunConfig
+from .errors import UserError
+from .metrics import MetricsLog
+from .model import GPT, forward_context, maybe_compile
+from .optim_factory import build_optimizer, needs_loss, optimizer_scalars, set_train_mode
+
+__all__ = ["RunResult", "Trainer", "pick_device", "total_steps_for"]
+
+STATE_FORMAT = 1
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a finished (or stopped) run reports."""
+
+    step: int
+    total_steps: int
+    stopped_early: bool
+    final_eval: dict[str, Any] | None
+    run_dir: Path
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def total_steps_for(cfg: RunConfig, num_params: int, world_size: int = 1) -> int:
+    """Optimizer steps that cover the token budget (rounded up, at least 1)."""
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * world_size
+    tokens = cfg.train.tokens if cfg.train.tokens is not None else cfg.train.tokens_per_param * num_params
+    return max(1, math.ceil(tokens / tokens_per_step))
+
+
+class Trainer:
+    """One run: model, optimizer, data and run folder. ``run()`` trains until the budget or a SIGTERM."""
+
+    def __init__(self, cfg: RunConfig, corpus: Any, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> None:
+        from .data import get_batch  # imported here so the lab's other modules work without the data layer
+
+        self._get_batch = get_batch
+        self.cfg = cfg.resolve_model(corpus.vocab_size)
+        self.corpus = corpus
+        self.run_dir = run_dir
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.device = pick_device(self.cfg.train.device)
+        torch.manual_seed(self.cfg.train.seed)  # the initialisation; batches have their own seeded stream
+        self.model = GPT(self.cfg.model).to(self.device)
+        self.forward = maybe_compile(self.model, self.cfg.train.compile)
+        self.tokens_per_step = self.cfg.data.batch_size * self.cfg.data.seq_len * world_size
+        self.total_steps = total_steps_for(self.cfg, self.model.num_params(), world_size)
+        self.optimizer, self.scheduler = build_optimizer(self.cfg.optim, self.model, self.total_steps)
+        self.val_sources = self._evaluable_sources()
+        self.step = 0
+        self.consecutive_skips = 0
+        self.num_skipped = 0
+        self.stop_requested = False
+        self.elapsed_s = 0.0
+        self.last_eval: dict[str, Any] | None = None
+        self.saved_step = -1
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.is_main)
+
+    # ------------------------------------------------------------------ setup and resume
+    def _evaluable_sources(self) -> dict[str, Any]:
+        need = self.cfg.data.seq_len + 1
+        sources = {name: toks for name, toks in self.corpus.val.items() if len(toks) >= need}
+        if not sources:
+            raise UserError(
+                f"no validation text long enough: every source's validation split has fewer than seq_len+1 = "
+                f"{need} tokens; use more text or a smaller --seq-len"
+            )
+        return sources
+
+    def resume_from(self, checkpoint_dir: Path) -> ckpt_io.Checkpoint | None:
+        """Load the newest valid checkpoint (None when there is none): model at x, optimizer, schedule, counters."""
+        ckpt = ckpt_io.latest_valid(checkpoint_dir)
+        if ckpt is None:
+            return None
+        state = ckpt_io.load(ckpt, map_location=self.device)
+        saved_model = state["config"].get("model") or {}
+        mine = self.cfg.model.to_dict()
+        if saved_model != mine:
+            diffs = [f"{k}: {saved_model.get(k)!r} -> {mine[k]!r}" for k in mine if saved_model.get(k) != mine[k]]
+            raise UserError(f"cannot resume from {ckpt.path}: incompatible model config ({'; '.join(diffs)})")
+        train_state = state["train_state"]
+        if train_state.get("format") != STATE_FORMAT:
+            raise UserError(f"cannot resume from {ckpt.path}: unknown checkpoint format {train_state.get('format')!r}")
+        self.model.load_state_dict(state["model"])  # parameters now hold x
+        self.optimizer.load_state_dict(train_state["optimizer"])  # its mode says eval: the params hold x
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(train_state["scheduler"])
+        torch.set_rng_state(train_state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and train_state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all([s.cpu() for s in train_state["rng"]["cuda"]])
+        self.step = int(train_state["step"])
+        self.consecutive_skips = int(train_state["consecutive_skips"])
+        self.num_skipped = int(train_state["num_skipped"])
+        self.elapsed_s = float(train_state["elapsed_s"])
+        set_train_mode(self.optimizer, True)  # y from x and z, exactly as the uninterrupted run did after saving
+        return ckpt
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, Any]:
+        """Forward and backward at y, then the optimizer step; returns the train row's values."""
+        data, train = self.cfg.data, self.corpus.train
+        x, y = self._get_batch(
+            train, batch_size=data.batch_size, seq_len=data.seq_len, seed=self.cfg.train.seed,
+            step=self.step, rank=self.rank, world_size=self.world_size,
+        )
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with forward_context(self.device):
+            _, loss = self.forward(x, y)
+        if not needs_loss(self.optimizer) and not torch.isfinite(loss):
+            return self._skip(float(loss.detach()))  # the baselines have no skip of their own
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        if needs_loss(self.optimizer):
+            self.optimizer.step(loss=loss.detach())
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        scalars = optimizer_scalars(self.optimizer)
+        if scalars.get("status") == "skipped_nonfinite":
+            self.num_skipped += 1
+            self.consecutive_skips += 1
+        else:
+            self.consecutive_skips = 0
+        return {"loss": float(loss.detach()), **scalars}
+
+    def _skip(self, loss: float) -> dict[str, Any]:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()  # keep the schedule aligned with the step count, as a skipped step still counts
+        self.num_skipped += 1
+        self.consecutive_skips += 1
+        return {"loss": loss, "skipped": True, "status": "skipped_nonfinite", **optimizer_scalars(self.optimizer)}
+
+    # ------------------------------------------------------------------ evaluation at x
+    def _all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum across data-parallel ranks (single process: unchanged). The distributed layer overrides this."""
+        return values
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any] | None:
+        """Validation loss per source and pooled (token-weighted), with the parameters holding x.
+
+        Returns None when a stop was requested mid-evaluation (the pass is abandoned, the run saves and exits).
+        """
+        self.model.eval()
+        data = self.cfg.data
+        sums = torch.zeros(2 * len(self.val_sources), dtype=torch.float64)
+        from .data import eval_batches
+
+        for i, tokens in enumerate(self.val_sources.values()):
+            batches = eval_batches(
+                tokens, data.batch_size, data.seq_len, self.cfg.train.eval_batches,
+                rank=self.rank, world_size=self.world_size,
+            )
+            for x, y in batches:
+                if self.stop_requested:
+                    return None
+                with forward_context(self.device):
+                    _, loss = self.forward(x.to(self.device), y.to(self.device))
+                sums[2 * i] += float(loss) * y.numel()
+                sums[2 * i + 1] += y.numel()
+        sums = self._all_reduce_sum(sums)
+        row: dict[str, Any] = {"kind": "eval", "step": self.step, "tokens": self.step * self.tokens_per_step}
+        row["val_loss"] = float(sums[0::2].sum() / sums[1::2].sum())
+        for i, name in enumerate(self.val_sources):
+            row[f"val_loss/{name}"] = float(sums[2 * i] / sums[2 * i + 1])
+        return row
+
+    # ------------------------------------------------------------------ step boundaries
+    def at_x(self, *, evaluate: bool, save: bool) -> None:
+        """Switch to x once, evaluate and/or save, switch back to y: the same round trip in every run."""
+        set_train_mode(self.optimizer, False)
+        try:
+            if evaluate:
+                row = self.evaluate()
+                if row is not None:
+                    self.last_eval = row
+                    self.metrics.write(row)
+                    self.refresh_plots()
+            if save:
+                self.save_checkpoint()
+        finally:
+            set_train_mode(self.optimizer, True)
+            self.model.train()
+
+    def save_checkpoint(self) -> None:
+        """Write a checkpoint of the current step (rank 0). Must be called with the parameters at x."""
+        if not self.is_main:
+            return
+        self.metrics.sync()  # the log is durable up to this step before the checkpoint claims it
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        train_state = {
+            "format": STATE_FORMAT,
+            "step": self.step,
+            "tokens": self.step * self.tokens_per_step,
+            "total_steps": self.total_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": rng,
+            "consecutive_skips": self.consecutive_skips,
+            "num_skipped": self.num_skipped,
+            "elapsed_s": self.elapsed_s,
+        }
+        ckpt_io.save(
+            self.run_dir / "checkpoints",
+            self.step,
+            {"model.pt": self.model.state_dict(), "train_state.pt": train_state},
+            self.cfg.to_dict(),
+            keep=self.cfg.checkpoint.keep,
+        )
+        self.saved_step = self.step
+
+    def refresh_plots(self) -> None:
+        if self.is_main:
+            from .plots import write_plots
+
+            title = f"{self.cfg.optim.name}, {self.cfg.train.model_size} model ({self.model.num_params():,} params)"
+            write_plots(self.run_dir, self.metrics.rows, title)
+
+    # ------------------------------------------------------------------ the loop
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True  # serviced at the next step boundary (or inside an evaluation pass)
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def run(self, *, resumed: bool = False) -> RunResult:
+        """Train to the budget. SIGTERM: save a checkpoint at the next step boundary and return early."""
+        self.metrics.open(self.step if resumed else None)
+        previous = signal.signal(signal.SIGTERM, self._request_stop)
+        bar = self._progress_bar()
+        try:
+            if self.step == 0 and not resumed:
+                self.at_x(evaluate=True, save=False)
+            while self.step < self.total_steps and not self.stop_requested:
+                t0 = time.perf_counter()
+                values = self.train_step()
+                self.step += 1
+                dt = time.perf_counter() - t0
+                self.elapsed_s += dt
+                self._log_train(values, dt, bar)
+                if self.consecutive_skips >= self.cfg.train.max_consecutive_skips:
+                    raise UserError(
+                        f"training diverged: {self.consecutive_skips} consecutive non-finite steps up to step "
+                        f"{self.step}; the last good checkpoint is kept in {self.run_dir / 'checkpoints'}"
+                    )
+                last = self.step == self.total_steps
+                evaluate = last or self._due(self.cfg.train.eval_every)
+                save = last or self._due(self.cfg.checkpoint.every) or self.stop_requested
+                if evaluate or save:
+                    self.at_x(evaluate=evaluate and not self.stop_requested, save=save)
+            if self.stop_requested and self.saved_step != self.step:
+                self.at_x(evaluate=False, save=True)  # stopped during step 0's evaluation
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if bar is not None:
+                bar.close()
+            self.metrics.close()
+        self.refresh_plots()
+        return RunResult(self.step, self.total_steps, self.step < self.total_steps, self.last_eval, self.run_dir)
+
+    def _log_train(self, values: dict[str, Any], dt: float, bar: Any) -> None:
+        tok_per_s = self.tokens_per_step / dt if dt > 0 else float("nan")
+        if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
+            row = {"kind": "train", "step": self.step, "tokens": self.step * self.tokens_per_step}
+            row.update(values)
+            row.update(tok_per_s=tok_per_s, elapsed_s=self.elapsed_s)
+            self.metrics.write(row)
+        if bar is not None:
+            postfix = {"loss": f"{values['loss']:.3f}", "tok/s": f"{tok_per_s:,.0f}"}
+            if "alpha" in values:
+                postfix["alpha"] = f"{values['alpha']:.2e}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+
+    def _progress_bar(self) -> Any:
+        if not (self.is_main and self.cfg.train.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, mininterval=0.5)
