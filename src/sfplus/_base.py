@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -227,7 +228,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
                     f"shape {tuple(loss.shape)} and dtype {loss.dtype} (reduce it with .mean() first)"
                 )
             return loss.detach().reshape(()), ret
-        if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+        if isinstance(loss, bool) or not isinstance(loss, numbers.Real):
             raise TypeError(
                 f"{type(self).__name__}.step(): the loss must be a float or a 0-D tensor, got {type(loss).__name__}"
             )
@@ -399,7 +400,17 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             for i, (pid, p) in enumerate(zip(saved["params"], group["params"])):
                 id_to_param[pid] = (gi, i, p)
         for pid, param_state in state_dict["state"].items():
+            if pid not in id_to_param:
+                raise ValueError(f"loaded state dict has state for parameter id {pid!r}, which no group lists")
             gi, i, p = id_to_param[pid]
+            unexpected = sorted(set(param_state) - set(self._required_state_keys(p)))
+            if param_state and unexpected:
+                # e.g. a ScheduleFreePlusReference state dict (x, y) loaded into ScheduleFreePlus: a 'y' there
+                # would be taken for an fp32 master copy and silently double the memory.
+                raise ValueError(
+                    f"state for param {i} in group {gi} has unexpected keys {unexpected} for "
+                    f"{type(self).__name__} with a {p.dtype} parameter (expected {list(self._required_state_keys(p))})"
+                )
             for key in self._tensor_state_keys:
                 value = param_state.get(key)
                 if value is None:

@@ -200,3 +200,16 @@ def test_sparse_gradient_is_refused(cls, gen):
     with pytest.raises(RuntimeError, match=rf"{cls.__name__} does not support sparse gradients"):
         opt.step(loss=loss)
     assert torch.equal(emb.weight.detach(), before)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_numpy_scalar_loss_is_accepted(cls, gen):
+    np = pytest.importorskip("numpy")
+    results = []
+    for value in (np.float32(0.75), 0.75):
+        p = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 4, dtype=torch.float64))
+        opt = cls([p])
+        (p**2).sum().backward()
+        opt.step(loss=value)
+        results.append(p.detach().clone())
+    assert torch.equal(results[0], results[1])

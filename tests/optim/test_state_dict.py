@@ -302,3 +302,26 @@ def test_fresh_state_dict_without_run_state_backfills_fresh_values(cls):
     twin.load_state_dict(stripped)
     for got, want in zip(twin.param_groups, opt.param_groups):
         assert {k: got[k] for k in run_state} == {k: want[k] for k in run_state}
+
+
+@pytest.mark.parametrize("source, target", [CLASSES, CLASSES[::-1]], ids=["fast_into_ref", "ref_into_fast"])
+def test_state_dict_of_the_other_class_is_refused(source, target):
+    _, opt = _prime(source, {}, steps=3)
+    problem = MLPProblem.make(torch.Generator().manual_seed(0))
+    twin = target(problem.groups(group1_lr=0.5))
+    before = snapshot(twin)
+    expected = r"lacks 'x'" if target is sfplus.ScheduleFreePlusReference else r"unexpected keys \['x', 'y'\]"
+    with pytest.raises(ValueError, match=rf"state for param 0 in group 0 .*{expected}"):
+        twin.load_state_dict(opt.state_dict())
+    assert_snapshots_equal(before, snapshot(twin), "after a refused load")
+
+
+def test_state_for_an_unlisted_parameter_is_refused():
+    _, opt = _prime(sfplus.ScheduleFreePlus, {}, steps=2)
+    saved = opt.state_dict()
+    saved["state"][99] = saved["state"][0]
+    problem = MLPProblem.make(torch.Generator().manual_seed(0))
+    twin = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5))
+    with pytest.raises(ValueError, match="state for parameter id 99, which no group lists"):
+        twin.load_state_dict(saved)
+    assert not any(twin.state.values())
