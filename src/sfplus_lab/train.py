@@ -156,12 +156,25 @@ def write_config(out: Path, cfg: RunConfig) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from .data import load_corpus
-    from .trainer import Trainer
+    """Train; under torchrun every rank runs this and rank 0 alone writes files and prints (docs/scaling.md)."""
+    from . import distributed as dist_lab
 
     if args.resume and args.force:
         raise UserError("--resume and --force contradict each other: pick one")
     out = Path(args.out or f"runs/{args.recipe or 'default'}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    cfg, new_run = _resolve_config(args, out)
+    ctx = dist_lab.init(None if cfg.train.device == "auto" else cfg.train.device)
+    clean = False
+    try:
+        code = _train(args, cfg, out, new_run, ctx)
+        clean = True
+        return code
+    finally:
+        dist_lab.shutdown(ctx, clean=clean)  # after _train returned: the DDP model is already released
+
+
+def _resolve_config(args: argparse.Namespace, out: Path) -> tuple[RunConfig, bool]:
+    """The run's config (recipe + flags, or the saved config + flags with --resume) and whether the run is new."""
     saved_path = out / "config.json"
     if args.resume and saved_path.exists():
         if args.recipe is not None:
@@ -169,21 +182,41 @@ def run(name: str, args: argparse.Namespace) -> int:
         saved = RunConfig.from_dict(json.loads(saved_path.read_text()))
         cfg = apply_flags(saved, args)
         _check_resume(saved, cfg, out)
-    else:
-        cfg = apply_flags(get_recipe(args.recipe or "default"), args)
+        return cfg, False
+    return apply_flags(get_recipe(args.recipe or "default"), args), True
+
+
+def _train(args: argparse.Namespace, cfg: RunConfig, out: Path, new_run: bool, ctx: Any) -> int:
+    from . import distributed as dist_lab
+    from .trainer import Trainer
+
+    if new_run and ctx.is_main:
         prepare_run_dir(out, force=args.force)
-    corpus = load_corpus(
-        cfg.data.paths, tokenizer=cfg.data.tokenizer, cache_dir=cfg.data.cache_dir, vocab_size=cfg.data.vocab_size
-    )
-    trainer = Trainer(cfg, corpus, out)
+    if ctx.is_main:  # rank 0 builds the token cache first; the other ranks then read it
+        corpus = _load_corpus(cfg)
+    dist_lab.barrier(ctx)
+    if not ctx.is_main:
+        corpus = _load_corpus(cfg)
+    trainer = Trainer(cfg, corpus, out, dist_ctx=ctx)
     if args.resume and cfg.model is not None and trainer.cfg.model != cfg.model:
         raise UserError(f"cannot --resume {out}: the data now gives a different vocabulary or model shape")
-    write_config(out, trainer.cfg)
+    if ctx.is_main:
+        write_config(out, trainer.cfg)
     ckpt = trainer.resume_from(out / "checkpoints") if args.resume else None
-    print(_banner(trainer, ckpt))
+    if ctx.is_main:
+        print(_banner(trainer, ckpt))
     result = trainer.run(resumed=ckpt is not None)
-    print(_summary(trainer, result))
+    if ctx.is_main:
+        print(_summary(trainer, result))
     return 0
+
+
+def _load_corpus(cfg: RunConfig) -> Any:
+    from .data import load_corpus
+
+    return load_corpus(
+        cfg.data.paths, tokenizer=cfg.data.tokenizer, cache_dir=cfg.data.cache_dir, vocab_size=cfg.data.vocab_size
+    )
 
 
 def _banner(trainer: Any, ckpt: Any) -> str:

@@ -2,9 +2,11 @@
 
 Why resume is exact: the batch of step s is ``get_batch(seed=seed, step=s, ...)``, a pure function, so the
 data position is just ``step``; the model has no dropout, so the loop draws no other randomness; and a
-checkpoint holds the parameters at x plus the optimizer's full state (z, moments, counters, mode). Every
-step boundary that evaluates or saves runs the same ``eval() ... train()`` round trip in the uninterrupted
-and the resumed run, so both rebuild the same y from the same x and z, bit for bit (on CPU).
+checkpoint holds the parameters at x (``model.pt``), the optimizer's full state and the training-mode
+parameters y. A schedule-free optimizer rebuilds y from x and z when it leaves eval mode, which is exact
+only up to rounding; so every step boundary that evaluates or saves snapshots y first and puts it back
+after ``train()``. Boundaries then leave the training path untouched (evaluating more or less often does
+not change it), and a resumed run restores the same y, so it continues bit for bit (on CPU, fp32).
 
 Data-parallel runs: ``rank`` and ``world_size`` go to ``get_batch`` and ``eval_batches``; only rank 0
 writes files; ``_all_reduce_sum`` is the one place evaluation sums would be reduced across ranks.
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt_io
+from . import distributed as dist_lab
 from .config import RunConfig
 from .errors import UserError
 from .metrics import MetricsLog
@@ -62,19 +65,26 @@ def total_steps_for(cfg: RunConfig, num_params: int, world_size: int = 1) -> int
 class Trainer:
     """One run: model, optimizer, data and run folder. ``run()`` trains until the budget or a SIGTERM."""
 
-    def __init__(self, cfg: RunConfig, corpus: Any, run_dir: Path, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, cfg: RunConfig, corpus: Any, run_dir: Path, *, rank: int = 0, world_size: int = 1,
+        dist_ctx: dist_lab.DistContext | None = None,
+    ) -> None:
         from .data import get_batch  # imported here so the lab's other modules work without the data layer
 
         self._get_batch = get_batch
         self.cfg = cfg.resolve_model(corpus.vocab_size)
         self.corpus = corpus
         self.run_dir = run_dir
+        # Under torchrun (sfplus_lab.distributed.init) the context says the rank, world and this rank's device.
+        self.dist = dist_ctx if dist_ctx is not None else dist_lab.DistContext(rank=rank, world_size=world_size)
+        rank, world_size = self.dist.rank, self.dist.world_size
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
-        self.device = pick_device(self.cfg.train.device)
+        self.device = torch.device(self.dist.device) if self.dist.is_distributed else pick_device(self.cfg.train.device)
         torch.manual_seed(self.cfg.train.seed)  # the initialisation; batches have their own seeded stream
         self.model = GPT(self.cfg.model).to(self.device)
-        self.forward = maybe_compile(self.model, self.cfg.train.compile)
+        # DDP when distributed (gradients averaged; the optimizer still gets self.model's tensors).
+        self.forward = maybe_compile(dist_lab.wrap_model(self.model, self.dist), self.cfg.train.compile)
         self.tokens_per_step = self.cfg.data.batch_size * self.cfg.data.seq_len * world_size
         self.total_steps = total_steps_for(self.cfg, self.model.num_params(), world_size)
         self.optimizer, self.scheduler = build_optimizer(self.cfg.optim, self.model, self.total_steps)
@@ -124,7 +134,8 @@ class Trainer:
         self.consecutive_skips = int(train_state["consecutive_skips"])
         self.num_skipped = int(train_state["num_skipped"])
         self.elapsed_s = float(train_state["elapsed_s"])
-        set_train_mode(self.optimizer, True)  # y from x and z, exactly as the uninterrupted run did after saving
+        set_train_mode(self.optimizer, True)
+        self._restore_params(train_state["y_params"])  # the exact y, not the one rebuilt from x and z
         return ckpt
 
     # ------------------------------------------------------------------ one step
@@ -138,7 +149,7 @@ class Trainer:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with forward_context(self.device):
             _, loss = self.forward(x, y)
-        if not needs_loss(self.optimizer) and not torch.isfinite(loss):
+        if not needs_loss(self.optimizer) and dist_lab.any_rank(not torch.isfinite(loss), self.dist):
             return self._skip(float(loss.detach()))  # the baselines have no skip of their own
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
@@ -168,8 +179,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation at x
     def _all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum across data-parallel ranks (single process: unchanged). The distributed layer overrides this."""
-        return values
+        """Sum across data-parallel ranks (single process: unchanged), in float64 and one collective."""
+        return torch.tensor(dist_lab.all_reduce_sums(values.tolist(), self.dist), dtype=values.dtype)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any] | None:
@@ -188,8 +199,8 @@ class Trainer:
                 rank=self.rank, world_size=self.world_size,
             )
             for x, y in batches:
-                if self.stop_requested:
-                    return None
+                if self.stop_requested and not self.dist.is_distributed:
+                    return None  # (ranks must finish the pass together: each holds part of the sums)
                 with forward_context(self.device):
                     _, loss = self.forward(x.to(self.device), y.to(self.device))
                 sums[2 * i] += float(loss) * y.numel()
@@ -202,8 +213,14 @@ class Trainer:
         return row
 
     # ------------------------------------------------------------------ step boundaries
+    @torch.no_grad()
+    def _restore_params(self, y_params: dict[str, torch.Tensor]) -> None:
+        for name, p in self.model.named_parameters():
+            p.copy_(y_params[name])
+
     def at_x(self, *, evaluate: bool, save: bool) -> None:
-        """Switch to x once, evaluate and/or save, switch back to y: the same round trip in every run."""
+        """Evaluate and/or save with the parameters at x, then return to exactly the y of before."""
+        y_params = {name: p.detach().clone() for name, p in self.model.named_parameters()}
         set_train_mode(self.optimizer, False)
         try:
             if evaluate:
@@ -213,13 +230,14 @@ class Trainer:
                     self.metrics.write(row)
                     self.refresh_plots()
             if save:
-                self.save_checkpoint()
+                self.save_checkpoint(y_params)
         finally:
             set_train_mode(self.optimizer, True)
+            self._restore_params(y_params)
             self.model.train()
 
-    def save_checkpoint(self) -> None:
-        """Write a checkpoint of the current step (rank 0). Must be called with the parameters at x."""
+    def save_checkpoint(self, y_params: dict[str, torch.Tensor]) -> None:
+        """Write a checkpoint of the current step (rank 0), with the parameters at x and y given separately."""
         if not self.is_main:
             return
         self.metrics.sync()  # the log is durable up to this step before the checkpoint claims it
@@ -237,6 +255,7 @@ class Trainer:
             "consecutive_skips": self.consecutive_skips,
             "num_skipped": self.num_skipped,
             "elapsed_s": self.elapsed_s,
+            "y_params": y_params,
         }
         ckpt_io.save(
             self.run_dir / "checkpoints",
@@ -273,6 +292,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 values = self.train_step()
                 self.step += 1
+                self.stop_requested = dist_lab.any_rank(self.stop_requested, self.dist)  # all ranks stop together
                 dt = time.perf_counter() - t0
                 self.elapsed_s += dt
                 self._log_train(values, dt, bar)
