@@ -22,14 +22,14 @@ def test_quick_writes_a_complete_results_file(quick_out: Path) -> None:
     doc = json.loads((quick_out / "results.json").read_text())
     assert doc["benchmark"] == "quality" and doc["complete"] is True
     assert doc["meta"]["commit"] and doc["meta"]["torch"]
-    assert doc["sfplus_config"]["name"] == "sfplus" and doc["sfplus_config"]["lr"] == 1.0
+    assert doc["sfplus_config"]["name"] == "sfplus" and doc["sfplus_config"]["lr"] == 0.3  # the lab's default
     block = doc["sizes"]["3k"]
     cells = {(c["budget"], c["method"]): c for c in block["cells"]}
-    methods = ("sfplus", "adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
+    methods = ("sfplus", "sfplus-gamma1", "adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
     assert set(cells) == {(b, m) for b in (2.0, 5.0, 10.0) for m in methods}
     for (_budget, method), cell in cells.items():
         assert len(cell["seeds"]) >= 1 and set(cell["per_source_mean"]) == {"austen-persuasion", "melville-mobydick"}
-        if method != "sfplus":
+        if not method.startswith("sfplus"):
             assert set(cell["sweep"]) == {"0.008", "0.016"}  # the quick grid, 1e-3 * 2**3 and 2**4
     assert len(cells[(10.0, "sfplus")]["seeds"]) == 2 and cells[(10.0, "sfplus")]["final_pooled_spread"] is not None
     assert math.isfinite(cells[(10.0, "sfplus")]["final_pooled_mean"])

@@ -43,6 +43,7 @@ def test_first_round_is_the_short_grid_and_sfplus() -> None:
     for j in due:
         by_method.setdefault(j.method, []).append(j)
     assert [j.seed for j in by_method["sfplus"]] == [0, 1]
+    assert [j.seed for j in by_method["sfplus-gamma1"]] == [0]  # the library's gamma, once
     assert all(j.horizon_tpp == 1250.0 and j.budgets == [20.0, 100.0, 1000.0] for j in by_method["sfplus"])
     # cosine/linear need one run per budget; WSD and SF-AdamW one run per LR serves both short budgets
     assert sorted((j.k, j.budgets[0]) for j in by_method["adamw-cosine"]) == [

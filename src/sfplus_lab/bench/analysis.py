@@ -57,7 +57,8 @@ def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dic
         if r["job"]["seed"] == 0:
             k = r["job"]["k"] if r["job"]["k"] is not None else 0
             sweep[k] = min(sweep.get(k, math.inf), final_loss(r, budget))
-    k = best_k(sweep) if method != "sfplus" else 0
+    fixed = method.startswith("sfplus")  # a fixed ScheduleFree+ configuration: nothing swept
+    k = best_k(sweep) if not fixed else 0
     chosen = [r for r in with_budget if (r["job"]["k"] if r["job"]["k"] is not None else 0) == k]
     by_seed: dict[int, dict] = {}
     for r in chosen:
@@ -70,15 +71,15 @@ def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dic
                              if s in r["finals"][key]["per_source"]])
         for s in sources
     }
-    lr = None if method == "sfplus" or k is None else cfg.lr(k)
+    lr = None if fixed or k is None else cfg.lr(k)
     swept = sorted(sweep)
     return {
         "budget": budget,
         "method": method,
         "best_lr": lr,
-        "best_k": None if method == "sfplus" else k,
-        "lr_bracketed": method == "sfplus" or (k is not None and swept[0] < k < swept[-1]),
-        "sweep": {f"{cfg.lr(kk):.4g}": sweep[kk] for kk in swept} if method != "sfplus" else {},
+        "best_k": None if fixed else k,
+        "lr_bracketed": fixed or (k is not None and swept[0] < k < swept[-1]),
+        "sweep": {f"{cfg.lr(kk):.4g}": sweep[kk] for kk in swept} if not fixed else {},
         "seeds": sorted(by_seed),
         "final_pooled": values,
         "final_pooled_mean": statistics.fmean(finite) if finite else math.nan,
@@ -94,7 +95,7 @@ def _time_to_target(cfg: BenchConfig, records: dict[str, dict], size: str, cells
     sf_runs = sorted(_records_of(records, size, "sfplus"), key=lambda r: r["job"]["seed"])
     out = []
     for cell in cells:
-        if cell["method"] == "sfplus" or not math.isfinite(cell["final_pooled_mean"]):
+        if cell["method"].startswith("sfplus") or not math.isfinite(cell["final_pooled_mean"]):
             continue
         budget_tokens = cell["budget"] * n
         fractions, reached = [], []
@@ -141,7 +142,7 @@ def summarize(cfg: BenchConfig, records: dict[str, dict]) -> dict[str, Any]:
     for size in cfg.sizes:
         cells = []
         for budget in cfg.budgets:
-            for method in ("sfplus", *cfg.baselines):
+            for method in ("sfplus", *cfg.sfplus_extra, *cfg.baselines):
                 cell = _cell(cfg, _records_of(records, size, method), budget, method)
                 if cell is not None:
                     cells.append(cell)
@@ -166,7 +167,8 @@ def format_summary(doc: dict[str, Any]) -> str:
         lines.append("| budget (tok/param) | method | best LR | bracketed | seeds | final val loss (pooled) | spread |")
         lines.append("|---|---|---|---|---|---|---|")
         for c in block["cells"]:
-            lr = "fixed default" if c["method"] == "sfplus" else f"{c['best_lr']:.3g}" if c["best_lr"] else "diverged"
+            fixed = c["method"].startswith("sfplus")
+            lr = "fixed" if fixed else f"{c['best_lr']:.3g}" if c["best_lr"] else "diverged"
             spread = "" if c["final_pooled_spread"] is None else f"{c['final_pooled_spread']:.4f}"
             lines.append(f"| {c['budget']:g} | {c['method']} | {lr} | {'yes' if c['lr_bracketed'] else 'NO'} | "
                          f"{len(c['seeds'])} | {c['final_pooled_mean']:.4f} | {spread} |")

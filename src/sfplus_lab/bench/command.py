@@ -118,10 +118,12 @@ def _load_runs(runs_dir: Path, fingerprint: str) -> dict[str, dict]:
 
 
 def _priority(job: Job, cfg: BenchConfig) -> tuple[int, float]:
-    """Short sweeps first (they unlock the long runs), then the longest runs first."""
+    """Short sweeps first (they unlock the long runs), then the headline runs, then extra seeds and configs;
+    within a rank the longest first."""
     n_layer, _, d = BENCH_SIZES[job.size]
     approx_params = 12 * n_layer * d * d + 256 * d
-    return (0 if job.phase == "short" else 1, -job.horizon_tpp * approx_params)
+    rank = 0 if job.phase == "short" else 2 if job.phase == "seed" or job.method in cfg.sfplus_extra else 1
+    return (rank, -job.horizon_tpp * approx_params)
 
 
 def _job_entry(job_dict: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str, Any]:

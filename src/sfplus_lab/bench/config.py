@@ -14,10 +14,15 @@ from typing import Any
 from ..errors import UserError
 from ..model import PRESETS, ModelConfig
 
-__all__ = ["BASELINES", "BENCH_SIZES", "BenchConfig", "quick_config", "model_config"]
+__all__ = ["BASELINES", "BENCH_SIZES", "SFPLUS_CONFIGS", "BenchConfig", "quick_config", "model_config"]
 
 #: Baselines, each with an LR sweep. ScheduleFree+ ("sfplus") is always run as well.
 BASELINES = ("adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
+
+#: ScheduleFree+ configurations, each fixed in advance: overrides of the lab's ``OptimConfig(name="sfplus")``.
+#: "sfplus" (the headline) is the lab's documented default, untouched; "sfplus-gamma1" is the library's own
+#: default multiplier gamma = lr = 1.0 (the lab lowered it to 0.3 after seeing divergence at 1m params).
+SFPLUS_CONFIGS: dict[str, dict[str, Any]] = {"sfplus": {}, "sfplus-gamma1": {"lr": 1.0}}
 
 #: size -> (n_layer, n_head, d_model). Below the lab's presets: models small enough for a full sweep
 #: up to 1000 tokens/parameter on two shared CPU cores. Counts are for the byte vocabulary (256).
@@ -48,6 +53,8 @@ class BenchConfig:
     """Token budgets in tokens per parameter. The largest is the 'long' budget (phase 2)."""
     baselines: tuple[str, ...] = BASELINES
     """Baselines to sweep (ScheduleFree+ always runs)."""
+    sfplus_extra: tuple[str, ...] = ("sfplus-gamma1",)
+    """Further fixed ScheduleFree+ configurations (``SFPLUS_CONFIGS``), one seed each, for comparison."""
     lr_base: float = 1e-3
     """Learning-rate grid: ``lr_base * 2**k``."""
     lr_grid: tuple[int, ...] = (2, 3, 4, 5)
@@ -97,6 +104,11 @@ class BenchConfig:
         self.baselines = tuple(self.baselines)
         self.lr_grid = tuple(self.lr_grid)
         self.long_seed_baselines = tuple(self.long_seed_baselines)
+        self.sfplus_extra = tuple(self.sfplus_extra)
+        unknown = [m for m in self.sfplus_extra if m not in SFPLUS_CONFIGS or m == "sfplus"]
+        if unknown:
+            raise UserError(f"unknown extra ScheduleFree+ configuration(s) {unknown}; choose from "
+                            f"{', '.join(k for k in SFPLUS_CONFIGS if k != 'sfplus')}")
         if self.data is not None:
             self.data = tuple(self.data)
         for size in self.sizes:

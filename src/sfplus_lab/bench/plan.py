@@ -139,9 +139,10 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
 
 
 def sfplus_jobs(cfg: BenchConfig, size: str) -> list[Job]:
-    """ScheduleFree+'s runs: one per seed, its fixed default config, past the longest budget."""
-    return [Job(size=size, method="sfplus", lr=None, k=None, seed=seed, kind="anytime", budgets=list(cfg.budgets),
-                horizon_tpp=cfg.sfplus_horizon * cfg.long_budget, phase="sfplus") for seed in range(cfg.seeds)]
+    """ScheduleFree+'s runs, past the longest budget: the default config once per seed, extra configs once."""
+    runs = [("sfplus", seed) for seed in range(cfg.seeds)] + [(name, 0) for name in cfg.sfplus_extra]
+    return [Job(size=size, method=name, lr=None, k=None, seed=seed, kind="anytime", budgets=list(cfg.budgets),
+                horizon_tpp=cfg.sfplus_horizon * cfg.long_budget, phase="sfplus") for name, seed in runs]
 
 
 def next_jobs(cfg: BenchConfig, records: dict[str, dict]) -> tuple[list[Job], bool]:

@@ -8,8 +8,8 @@ from typing import Any
 
 __all__ = ["draw_all"]
 
-_COLORS = {"sfplus": "black", "adamw-wsd": "tab:blue", "adamw-cosine": "tab:orange", "adamw-linear": "tab:green",
-           "sf-adamw": "tab:purple"}
+_COLORS = {"sfplus": "black", "sfplus-gamma1": "tab:red", "adamw-wsd": "tab:blue", "adamw-cosine": "tab:orange",
+           "adamw-linear": "tab:green", "sf-adamw": "tab:purple"}
 
 
 def _plt():
@@ -27,7 +27,8 @@ def _anytime(block: dict[str, Any], budgets: list[float], title: str, path: Path
     for name, run in block["anytime"].items():
         xs, ys = zip(*[(x, y) for x, y in run["curve"] if math.isfinite(y)]) if run["curve"] else ((), ())
         style = "-" if run["seed"] == 0 else ":"
-        label = name if run["method"] == "sfplus" else f"{run['method']} lr={run['lr']:.3g} (seed {run['seed']})"
+        fixed = run["method"].startswith("sfplus")
+        label = name if fixed else f"{run['method']} lr={run['lr']:.3g} (seed {run['seed']})"
         ax.plot(xs, ys, style, color=_COLORS.get(run["method"]), label=label, lw=1.4)
     for c in block["cells"]:  # each method's best final value at every budget, as a marker
         if math.isfinite(c["final_pooled_mean"]):
@@ -55,8 +56,9 @@ def _schedules(block: dict[str, Any], title: str, path: Path) -> None:
         if not trace.get("step"):
             continue
         tpp = [s * run["tokens_per_step"] / run["num_params"] for s in trace["step"]]
-        if run["method"] == "sfplus":
-            ax1.plot(tpp, trace["alpha"], lw=0.8, color="black" if run["seed"] == 0 else "grey", label=name)
+        if run["method"].startswith("sfplus"):
+            color = _COLORS[run["method"]] if run["seed"] == 0 else "grey"
+            ax1.plot(tpp, trace["alpha"], lw=0.8, color=color, label=name)
         elif run["seed"] == 0:
             peak = max(trace["lr"]) or 1.0
             ax2.plot(tpp, [v / peak for v in trace["lr"]], color=_COLORS.get(run["method"]),
@@ -81,9 +83,9 @@ def _sweeps(block: dict[str, Any], budgets: list[float], title: str, path: Path)
         for c in block["cells"]:
             if c["budget"] != b:
                 continue
-            if c["method"] == "sfplus":
+            if c["method"].startswith("sfplus"):
                 for v in c["final_pooled"]:
-                    ax.axhline(v, color="black", lw=1, label="ScheduleFree+ (default, per seed)")
+                    ax.axhline(v, color=_COLORS.get(c["method"]), lw=1, label=f"{c['method']} (fixed, per seed)")
                 continue
             pts = sorted((float(lr), v) for lr, v in c["sweep"].items() if math.isfinite(v))
             if pts:

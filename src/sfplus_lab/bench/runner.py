@@ -31,7 +31,7 @@ import torch
 from ..data import eval_batches, get_batch, load_corpus
 from ..model import GPT, ModelConfig
 from ..optim_factory import OptimConfig, build_optimizer, needs_loss, set_train_mode
-from .config import BenchConfig, model_config
+from .config import SFPLUS_CONFIGS, BenchConfig, model_config
 
 __all__ = ["Job", "run_job", "load_bench_corpus", "eval_steps_for", "steps_for_budget"]
 
@@ -198,8 +198,8 @@ def _evaluate_into(run: _Run, cfg: BenchConfig, windows: dict, num_params: int, 
 
 
 def _optim_config(job: Job) -> OptimConfig:
-    if job.method == "sfplus":
-        return OptimConfig(name="sfplus")  # the documented default, unchanged: no tuning
+    if job.method in SFPLUS_CONFIGS:  # a fixed configuration (the lab's default, or the library's gamma): no tuning
+        return OptimConfig(name="sfplus", **SFPLUS_CONFIGS[job.method])
     return OptimConfig(name=job.method, lr=job.lr)
 
 
@@ -303,7 +303,7 @@ def run_job(job: Job, cfg: BenchConfig) -> dict[str, Any]:
 def _evals_per_decade(cfg: BenchConfig, job: Job) -> int:
     """Dense for ScheduleFree+ (time-to-target reads its curve), sparse for a baseline's long runs (the
     anytime figure), none between budget ends for short sweeps (only their final values are used)."""
-    if job.method == "sfplus":
+    if job.method in SFPLUS_CONFIGS:
         return cfg.evals_per_decade
     return cfg.baseline_evals_per_decade if max(job.budgets) >= cfg.long_budget else 0
 
