@@ -25,11 +25,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from . import checkpoint as ckpt_io
 
 __all__ = [
     "MERGE_MODES",
@@ -37,6 +40,8 @@ __all__ = [
     "read_checkpoint",
     "merge_checkpoints",
     "ensure_x",
+    "evaluate_weights",
+    "load_model",
     "combine",
     "merge_coefficients",
     "weight_sums_by_name",
@@ -215,11 +220,6 @@ def x_from_train_state(
 
 
 # ============================================================================== checkpoints on disk
-_WEIGHT_FILES = ("model.safetensors", "model.pt")
-_OPTIMIZER_FILES = ("optimizer.pt",)
-_BUNDLE_FILES = ("checkpoint.pt", "state.pt")
-
-
 @dataclass
 class Checkpoint:
     """One lab checkpoint as the merge and export commands need it."""
@@ -231,84 +231,44 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a torn or foreign file: say which
-        raise UserError(f"cannot read {path}: {exc}") from None
+def resolve_checkpoint(path: str | Path, step: int | None = None) -> ckpt_io.Checkpoint:
+    """A complete, verified checkpoint from a checkpoint folder, or from a run folder (its newest, or ``step``)."""
+    from . import checkpoint as ckpt_io
 
-
-def _step_of(path: Path) -> int | None:
-    name = path.name
-    if name.startswith("step_") and name[5:].isdigit():
-        return int(name[5:])
-    return None
-
-
-def _complete_checkpoints(run_dir: Path) -> list[Path]:
-    root = run_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and _step_of(p) is not None and (p / "COMPLETE").exists()]
-    return sorted(found, key=lambda p: _step_of(p) or 0)
-
-
-def resolve_checkpoint(path: str | Path, step: int | None = None) -> Path:
-    """A checkpoint folder from a checkpoint folder or a run folder (its latest complete checkpoint, or ``step``)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist")
-    if _step_of(path) is not None:
-        if not (path / "COMPLETE").exists():
-            raise UserError(f"{path} is not a complete checkpoint (no COMPLETE marker: the save was interrupted)")
-        return path
-    found = _complete_checkpoints(path)
-    if not found:
-        raise UserError(f"{path} is neither a checkpoint folder nor a run folder with complete checkpoints")
+    if path.name.startswith("step_"):
+        found = ckpt_io.verify(path)
+        if found is None:
+            raise UserError(
+                f"{path} is not a complete checkpoint (no COMPLETE marker, or a file fails its sha256 check)"
+            )
+        return ckpt_io.Checkpoint(found, path)
+    root = path / "checkpoints"
+    if not root.is_dir():
+        raise UserError(f"{path} is neither a checkpoint folder (step_XXXXXXX) nor a run folder with checkpoints/")
     if step is None:
-        return found[-1]
-    for candidate in found:
-        if _step_of(candidate) == step:
+        latest = ckpt_io.latest_valid(root)
+        if latest is None:
+            raise UserError(f"{path} has no complete checkpoint")
+        return latest
+    complete = ckpt_io.list_complete(root)
+    for candidate in complete:
+        if candidate.step == step and ckpt_io.verify(candidate.path) is not None:
             return candidate
-    steps = ", ".join(str(_step_of(p)) for p in found)
-    raise UserError(f"{path} has no complete checkpoint at step {step} (it has: {steps})")
-
-
-def _run_config(ckpt_dir: Path) -> dict[str, Any]:
-    for candidate in (ckpt_dir / "config.json", ckpt_dir.parent.parent / "config.json"):
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{candidate} is not valid JSON: {exc}") from None
-    return {}
+    steps = ", ".join(str(c.step) for c in complete) or "none"
+    raise UserError(f"{path} has no complete checkpoint at step {step} (complete ones: {steps})")
 
 
 def read_checkpoint(path: str | Path, step: int | None = None) -> Checkpoint:
-    """Load a lab checkpoint's weights (x) and optimizer state from a checkpoint or run folder."""
-    ckpt = resolve_checkpoint(path, step)
-    weights = optimizer_state = None
-    for name in _BUNDLE_FILES:
-        if (ckpt / name).is_file():
-            bundle = _torch_load(ckpt / name)
-            weights, optimizer_state = bundle.get("model"), bundle.get("optimizer")
-    for name in _WEIGHT_FILES:
-        if weights is None and (ckpt / name).is_file():
-            weights = _load_weights(ckpt / name)
-    for name in _OPTIMIZER_FILES:
-        if optimizer_state is None and (ckpt / name).is_file():
-            optimizer_state = _torch_load(ckpt / name)
-    if weights is None:
-        raise UserError(f"{ckpt} holds no model weights ({', '.join(_WEIGHT_FILES + _BUNDLE_FILES)})")
-    return Checkpoint(ckpt, _step_of(ckpt) or 0, dict(weights), optimizer_state, _run_config(ckpt))
+    """Load a lab checkpoint's weights (x), optimizer state and run config from a checkpoint or run folder."""
+    from . import checkpoint as ckpt_io
 
-
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return _torch_load(path)
+    found = resolve_checkpoint(path, step)
+    state = ckpt_io.load(found)
+    train_state = state.get("train_state") or {}
+    return Checkpoint(found.path, found.step, dict(state["model"]), train_state.get("optimizer"), state["config"])
 
 
 def _require_safetensors() -> Any:
@@ -319,42 +279,70 @@ def _require_safetensors() -> Any:
     return safetensors.torch
 
 
-def _write_atomically(out: Path, files: dict[str, Any]) -> None:
-    """Write the folder aside and rename it into place, so ``out`` is either complete or absent."""
+def _write_atomically(out: Path, weights: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Write model.safetensors and config.json aside and rename the folder into place: complete or absent."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not empty; choose a new --out (nothing was overwritten)")
     st = _require_safetensors()
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as exc:
         raise UserError(f"cannot write to {parent}: {exc.strerror or exc}") from None
     try:
-        for name, content in files.items():
-            target = tmp / name
-            if name.endswith(".safetensors"):
-                st.save_file({k: v.contiguous() for k, v in content.items()}, str(target))
-            else:
-                target.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            with open(target, "rb") as fh:
+        st.save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for name in ("model.safetensors", "config.json"):
+            with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def load_model(folder: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the lab GPT from a folder ``sfplus export`` or ``sfplus merge`` wrote; returns (model, config)."""
+    from .model import GPT, ModelConfig
+
+    folder = Path(folder)
+    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise UserError(f"{folder} lacks config.json or model.safetensors (not written by sfplus export/merge?)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    model = GPT(ModelConfig(**config["model"]))
+    model.load_state_dict(_require_safetensors().load_file(str(weights_path)))
+    return model, config
+
+
+def evaluate_weights(config: dict[str, Any], weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Validation losses of ``weights`` on the run's own validation text, by the lab's own evaluation code."""
+    from .config import RunConfig
+    from .data import load_corpus
+    from .trainer import Trainer
+
+    cfg = RunConfig.from_dict({k: v for k, v in config.items() if k not in ("merge", "export")})
+    data = cfg.data
+    corpus = load_corpus(data.paths, tokenizer=data.tokenizer, cache_dir=data.cache_dir, vocab_size=data.vocab_size)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(cfg, corpus, Path(scratch))
+        trainer.model.load_state_dict(weights)
+        row = trainer.evaluate() or {}
+    return {k: v for k, v in row.items() if k.startswith("val_loss")}
+
+
 def ensure_x(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     """The checkpoint's weights at x: as saved when the optimizer was in eval mode (the lab's rule)."""
-    state = ckpt.optimizer_state
-    groups = (state or {}).get("param_groups") or []
+    groups = (ckpt.optimizer_state or {}).get("param_groups") or []
     if not groups or all(not g.get("train_mode", False) for g in groups):
         return ckpt.weights
-    names = _param_names(ckpt)
-    return x_from_train_state(ckpt.weights, state, names)
+    return x_from_train_state(ckpt.weights, ckpt.optimizer_state, _param_names(ckpt))
 
 
 def _param_names(ckpt: Checkpoint) -> list[str]:
@@ -384,11 +372,14 @@ def _weight_sums(ckpt: Checkpoint) -> dict[str, float]:
         raise UserError(f"{ckpt.path}: {exc}") from None
 
 
-def merge_checkpoints(paths: list[str | Path], mode: str = "uniform") -> tuple[dict[str, torch.Tensor], dict]:
-    """The merged x weights of ``paths`` and a JSON-able record of how they were made."""
+def merge_checkpoints(paths: Sequence[str | Path], mode: str = "uniform") -> tuple[dict[str, torch.Tensor], dict]:
+    """The merged x weights of ``paths`` and the config to write with them (the newest run's, plus a record)."""
     if mode not in MERGE_MODES:
         raise UserError(f"unknown --weights {mode!r}; choose one of {', '.join(MERGE_MODES)}")
     ckpts = [read_checkpoint(p) for p in paths]
+    models = {json.dumps(c.config.get("model"), sort_keys=True) for c in ckpts}
+    if len(models) > 1:
+        raise UserError("the checkpoints are of different model shapes (their config.json model sections differ)")
     states = [ensure_x(c) for c in ckpts]
     sums = [_weight_sums(c) for c in ckpts] if mode != "uniform" else [{} for _ in ckpts]
     try:
@@ -399,8 +390,7 @@ def merge_checkpoints(paths: list[str | Path], mode: str = "uniform") -> tuple[d
     record = {
         "mode": mode,
         "checkpoints": [
-            {"path": str(c.path), "step": c.step, "weight_sum": s.get("*") if "*" in s else s or None}
-            for c, s in zip(ckpts, sums)
+            {"path": str(c.path), "step": c.step, "weight_sum": s.get("*", s or None)} for c, s in zip(ckpts, sums)
         ],
     }
     return merged, {**ckpts[-1].config, "merge": record}
@@ -417,19 +407,26 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         )  # fmt: skip
     else:
         parser.add_argument("run", metavar="RUN", help="a run folder (or one of its checkpoint folders)")
-        parser.add_argument("--step", type=int, default=None, help="export this checkpoint step (default: latest)")
+        parser.add_argument("--step", type=int, default=None, help="export this checkpoint step (default: newest)")
     parser.add_argument("--out", required=True, help="folder to write model.safetensors and config.json into")
+    parser.add_argument(
+        "--eval", action="store_true", help="also print the validation loss of the written weights on the run's data"
+    )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
     out = Path(args.out)
     if name == "merge":
-        merged, config = merge_checkpoints(args.checkpoints, args.weights)
-        _write_atomically(out, {"model.safetensors": merged, "config.json": config})
-        print(f"merged {len(args.checkpoints)} checkpoint(s) ({args.weights}) into {out}")
-        return 0
-    ckpt = read_checkpoint(args.run, args.step)
-    config = {**ckpt.config, "export": {"checkpoint": str(ckpt.path), "step": ckpt.step}}
-    _write_atomically(out, {"model.safetensors": ensure_x(ckpt), "config.json": config})
-    print(f"exported the x weights of {ckpt.path} (step {ckpt.step}) to {out}")
+        weights, config = merge_checkpoints(args.checkpoints, args.weights)
+        what = f"merged {len(args.checkpoints)} checkpoint(s) ({args.weights})"
+    else:
+        ckpt = read_checkpoint(args.run, args.step)
+        weights = ensure_x(ckpt)
+        config = {**ckpt.config, "export": {"checkpoint": str(ckpt.path), "step": ckpt.step}}
+        what = f"exported the x weights of {ckpt.path}"
+    _write_atomically(out, weights, config)
+    print(f"{what} -> {out}")
+    if args.eval:
+        losses = evaluate_weights(config, weights)
+        print("  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
     return 0

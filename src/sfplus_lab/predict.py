@@ -115,7 +115,9 @@ def fit_inverse_sqrt(ts: Sequence[float], ys: Sequence[float]) -> Fit:
     yy = [y for _, y in points]
     span = max(tt) + 1.0
     # Scan log b from 1e-3 * span to 1e3 * span (plus b = 0), then refine around the best scanned value.
-    grid = [0.0] + [span * 10 ** (e / 8) for e in range(-24, 25)]
+    grid = [span * 10 ** (e / 8) for e in range(-24, 25)]
+    if min(tt) > 0:
+        grid.insert(0, 0.0)  # b = 0 is allowed only when no point sits at t = 0
     losses = [_robust_fit_at(tt, yy, b)[2] for b in grid]
     best = min(range(len(grid)), key=losses.__getitem__)
     lo = grid[max(best - 1, 0)]
@@ -168,7 +170,12 @@ def read_eval_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
 
 
 def planned_steps(run_dir: Path) -> int | None:
-    """The run's planned number of optimizer steps from config.json, if it records one."""
+    """The run's planned number of optimizer steps, from config.json (None if it cannot tell).
+
+    A lab run records its budget in tokens (``train.tokens``, or ``train.tokens_per_param`` times the
+    model's parameters); the tokens per step come from the metrics rows (they include every data-parallel
+    rank) or else from ``data.batch_size * data.seq_len``. Other runs may record a step count directly.
+    """
     path = run_dir / "config.json"
     if not path.is_file():
         return None
@@ -176,12 +183,55 @@ def planned_steps(run_dir: Path) -> int | None:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    sections = [config] + [v for v in config.values() if isinstance(v, dict)] if isinstance(config, dict) else []
-    for section in sections:
+    if not isinstance(config, dict):
+        return None
+    from_tokens = _steps_from_token_budget(run_dir, config)
+    if from_tokens is not None:
+        return from_tokens
+    for section in [config] + [v for v in config.values() if isinstance(v, dict)]:
         for key in _STEP_KEYS:
             value = section.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
+    return None
+
+
+def _steps_from_token_budget(run_dir: Path, config: dict[str, Any]) -> int | None:
+    train, data = config.get("train"), config.get("data")
+    if not isinstance(train, dict) or not isinstance(data, dict):
+        return None
+    tokens = train.get("tokens")
+    if tokens is None and train.get("tokens_per_param") and isinstance(config.get("model"), dict):
+        tokens = train["tokens_per_param"] * _num_params(config["model"])
+    per_step = _tokens_per_step(run_dir) or (data.get("batch_size") or 0) * (data.get("seq_len") or 0)
+    if not tokens or not per_step:
+        return None
+    return max(1, math.ceil(tokens / per_step))
+
+
+def _num_params(model_config: dict[str, Any]) -> int:
+    """Parameters of the lab GPT, built on the meta device (no memory, no time)."""
+    import torch
+
+    from .model import GPT, ModelConfig
+
+    with torch.device("meta"):
+        return GPT(ModelConfig(**model_config)).num_params()
+
+
+def _tokens_per_step(run_dir: Path) -> int | None:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("tokens"), int) and isinstance(row.get("step"), int):
+            if row["step"] > 0:
+                return row["tokens"] // row["step"]
     return None
 
 

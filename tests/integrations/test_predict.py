@@ -62,6 +62,12 @@ def test_fit_extrapolates_noisy_curve_and_resists_an_outlier() -> None:
     assert abs(a / math.sqrt(1000 + robust.b) + c - curve(1000)) > abs(robust(1000) - curve(1000))
 
 
+def test_fit_accepts_an_evaluation_at_step_zero() -> None:
+    ts = [0] + list(range(10, 301, 10))
+    fit = fit_inverse_sqrt(ts, [curve(t) for t in ts])
+    assert fit.b > 0 and fit(1000) == pytest.approx(curve(1000), abs=1e-4)
+
+
 def test_fit_rejects_too_few_points() -> None:
     with pytest.raises(ValueError, match="at least 4"):
         fit_inverse_sqrt([1, 2, 3], [3.0, 2.0, 1.5])
