@@ -4,7 +4,8 @@ Layout of a run's ``checkpoints/`` folder::
 
     step_0000040/            a complete checkpoint (only complete ones ever carry this name)
         model.pt             model.state_dict() saved in eval mode: the parameters hold the average x
-        train_state.pt       optimizer, LR scheduler, RNG states, step, tokens, skip counters
+        train_state.pt       optimizer, LR scheduler, RNG states, step, tokens, skip counters, y_params
+                             (the training-mode parameters y, so a resume needs no x -> y rebuild)
         config.json          the run's resolved configuration
         COMPLETE             JSON: step and the sha256 of every other file; written last
     .tmp-step_0000060-123/   a save in progress (or one a crash interrupted): never loaded, purged later
