@@ -27,7 +27,16 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["Fit", "Prediction", "fit_inverse_sqrt", "predict_run", "read_eval_rows", "add_arguments", "run"]
+__all__ = [
+    "Fit",
+    "Prediction",
+    "fit_inverse_sqrt",
+    "predict_run",
+    "read_bench_run",
+    "read_eval_rows",
+    "add_arguments",
+    "run",
+]
 
 #: At least this many evaluations must fall in the fitted part: 3 parameters plus one to check them.
 MIN_POINTS = 4
@@ -169,6 +178,28 @@ def read_eval_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
+def read_bench_run(path: Path, metric: str) -> tuple[list[tuple[int, float]], int | None]:
+    """(step, value) rows and the horizon of one ``sfplus bench`` run record (``runs/*.json``).
+
+    ``val_loss`` is the record's pooled loss; ``val_loss/NAME`` its loss on source NAME.
+    """
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    curve = record.get("curve") if isinstance(record, dict) else None
+    if not isinstance(curve, list):
+        raise UserError(f"{path} is not an sfplus bench run record (no 'curve')")
+    source = metric.split("/", 1)[1] if metric.startswith("val_loss/") else None
+    rows: dict[int, float] = {}
+    for point in curve:
+        value = point.get("pooled") if source is None else (point.get("per_source") or {}).get(source)
+        if isinstance(value, (int, float)) and isinstance(point.get("step"), int):
+            rows[point["step"]] = float(value)
+    horizon = record.get("horizon_steps")
+    return sorted(rows.items()), horizon if isinstance(horizon, int) and horizon > 0 else None
+
+
 def planned_steps(run_dir: Path) -> int | None:
     """The run's planned number of optimizer steps, from config.json (None if it cannot tell).
 
@@ -246,10 +277,15 @@ def predict_run(
     run_dir = Path(run_dir)
     if not 0.0 < fraction <= 1.0:
         raise UserError(f"--fraction must be in (0, 1], got {fraction}")
-    rows = read_eval_rows(run_dir, metric)
+    if run_dir.is_file() and run_dir.suffix == ".json":
+        rows, planned = read_bench_run(run_dir, metric)
+    else:
+        rows, planned = read_eval_rows(run_dir, metric), None
+        if rows:
+            planned = planned_steps(run_dir)
     if not rows:
-        raise UserError(f"{run_dir / 'metrics.jsonl'} has no rows with {metric!r}")
-    target = target_step or planned_steps(run_dir) or rows[-1][0]
+        raise UserError(f"{run_dir} has no evaluations of {metric!r}")
+    target = target_step or planned or rows[-1][0]
     until = int(fraction * target)
     early = [(t, y) for t, y in rows if t <= until]
     if len(early) < MIN_POINTS:
@@ -270,7 +306,9 @@ def predict_run(
 
 # ---------------------------------------------------------------------------------------- CLI
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) with metrics.jsonl")
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folders (metrics.jsonl), or sfplus bench run records (runs/*.json)"
+    )
     parser.add_argument(
         "--fraction", type=float, default=0.3, help="fit the evaluations in this first fraction of the run (0.3)"
     )

@@ -110,3 +110,22 @@ def test_cli_table_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     (bad / "metrics.jsonl").write_text('not json\n{"step": 1, "val_loss": 3.0}\n')
     with pytest.raises(UserError, match=r"metrics.jsonl:1: not a JSON line"):
         read_eval_rows(bad, "val_loss")
+
+
+def test_predict_reads_a_bench_run_record(tmp_path: Path) -> None:
+    """The shape ``sfplus bench`` writes to runs/*.json: a curve of pooled and per-source losses."""
+    points = [
+        {"step": s, "tokens": 64 * s, "pooled": curve(s), "per_source": {"austen": curve(s) + 0.5}}
+        for s in (10, 20, 40, 80, 160, 320, 640, 1000)
+    ]
+    record = {"job": {"id": "6k_sfplus_s0"}, "horizon_steps": 1000, "curve": points, "finals": {}}
+    path = tmp_path / "6k_sfplus_s0.json"
+    path.write_text(json.dumps(record))
+    p = predict_run(path, fraction=0.4)
+    assert p.target_step == 1000 and p.fit.num_points == 5 and p.actual == pytest.approx(curve(1000))
+    assert abs(p.abs_error) < 1e-4
+    per_source = predict_run(path, fraction=0.4, metric="val_loss/austen")
+    assert per_source.predicted == pytest.approx(curve(1000) + 0.5, abs=1e-4)
+    path.write_text(json.dumps({"job": {}}))
+    with pytest.raises(UserError, match="not an sfplus bench run record"):
+        predict_run(path)
