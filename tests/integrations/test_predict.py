@@ -122,7 +122,7 @@ def test_predict_reads_a_bench_run_record(tmp_path: Path) -> None:
     path = tmp_path / "6k_sfplus_s0.json"
     path.write_text(json.dumps(record))
     p = predict_run(path, fraction=0.4)
-    assert p.target_step == 1000 and p.fit.num_points == 5 and p.actual == pytest.approx(curve(1000))
+    assert p.target_step == 1000 and p.fit.num_points == 6 and p.actual == pytest.approx(curve(1000))
     assert abs(p.abs_error) < 1e-4
     per_source = predict_run(path, fraction=0.4, metric="val_loss/austen")
     assert per_source.predicted == pytest.approx(curve(1000) + 0.5, abs=1e-4)
