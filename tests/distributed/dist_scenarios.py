@@ -293,3 +293,70 @@ def lab_helpers(rank: int, world: int, work_dir: str) -> dict[str, Any]:
         "unwrapped_is_plain": type(LD.unwrap_model(wrapped)) is nn.Sequential
         and isinstance(wrapped, nn.parallel.DistributedDataParallel),
     }
+
+
+# ---------------------------------------------------------------------------------------------- the lab's trainer
+LAB_STEPS = 12
+LAB_BATCH = 4  # sequences per rank and step
+
+
+def lab_config(world: int, num_steps: int = LAB_STEPS) -> Any:
+    """The tiny recipe, sized so that ``num_steps`` steps of ``world`` x LAB_BATCH sequences cover the budget."""
+    from dataclasses import replace
+
+    from sfplus_lab.recipes import tiny
+
+    cfg = tiny()
+    data = replace(cfg.data, batch_size=LAB_BATCH)
+    tokens = num_steps * world * LAB_BATCH * data.seq_len
+    train = replace(cfg.train, tokens=tokens, tokens_per_param=None, eval_every=6, eval_batches=2)
+    return replace(cfg, data=data, train=train, checkpoint=replace(cfg.checkpoint, every=6))
+
+
+def _lab_trainer(rank: int, world: int, work_dir: str) -> Any:
+    from pathlib import Path
+
+    from sfplus_lab.data import load_corpus
+    from sfplus_lab.distributed import DistContext
+    from sfplus_lab.trainer import Trainer
+
+    corpus = load_corpus(None, cache_dir=str(Path(work_dir) / f"cache{rank}"))
+    ctx = DistContext(rank=rank, world_size=world, local_rank=rank, device="cpu")
+    (Path(work_dir) / "run").mkdir(exist_ok=True)
+    return Trainer(lab_config(world), corpus, Path(work_dir) / "run", dist_ctx=ctx)
+
+
+def lab_train(rank: int, world: int, work_dir: str) -> dict[str, Any]:
+    """The lab's Trainer on 2 ranks: final parameters, the rows rank 0 logged, and the files written."""
+    import os
+
+    trainer = _lab_trainer(rank, world, work_dir)
+    result = trainer.run()
+    dist.barrier()  # rank 0 has written everything
+    files = sorted(os.listdir(os.path.join(work_dir, "run"))) if rank == 0 else None
+    return {
+        "step": result.step,
+        "params": {name: p.detach().clone() for name, p in trainer.model.named_parameters()},
+        "rows": trainer.metrics.rows,
+        "files": files,
+        "checkpoints": sorted(os.listdir(os.path.join(work_dir, "run", "checkpoints"))) if rank == 0 else None,
+    }
+
+
+def lab_stop_agreement(rank: int, world: int, work_dir: str) -> dict[str, Any]:
+    """Only rank 1 gets the stop request (as if SIGTERM reached it first), during step 5: both ranks stop there."""
+    import os
+
+    trainer = _lab_trainer(rank, world, work_dir)
+    original = trainer.train_step
+
+    def train_step() -> dict[str, Any]:
+        if rank == 1 and trainer.step == 4:
+            trainer.stop_requested = True
+        return original()
+
+    trainer.train_step = train_step
+    result = trainer.run()
+    dist.barrier()
+    checkpoints = sorted(os.listdir(os.path.join(work_dir, "run", "checkpoints"))) if rank == 0 else None
+    return {"step": result.step, "stopped_early": result.stopped_early, "checkpoints": checkpoints}

@@ -31,6 +31,8 @@ WORLD2 = {
     "dcp_fsdp2_reference": S.dcp_fsdp2_reference,
     "dcp_ddp_fast": S.dcp_ddp_fast,
     "lab_helpers": S.lab_helpers,
+    "lab_train": S.lab_train,
+    "lab_stop_agreement": S.lab_stop_agreement,
 }
 WORLD4 = {"subgroups": S.subgroups, "hsdp": S.hsdp, "tp_fsdp2": S.tp_fsdp2}
 
@@ -49,6 +51,28 @@ def world4() -> list[dict[str, Any]]:
 def references() -> dict[str, dict[str, Any]]:
     torch.set_num_threads(1)
     return {name: reference_run(name) for name in ("fast", "reference")}
+
+
+@pytest.fixture(scope="module")
+def lab_reference(tmp_path_factory) -> list[dict[str, Any]]:
+    """The lab's Trainer in one process on both ranks' batches, concatenated: the rows it logs."""
+    from pathlib import Path
+
+    from sfplus_lab.data import get_batch, load_corpus
+    from sfplus_lab.trainer import Trainer
+
+    torch.set_num_threads(1)
+    tmp = Path(tmp_path_factory.mktemp("lab"))
+    (tmp / "run").mkdir()
+    trainer = Trainer(S.lab_config(world=1), load_corpus(None, cache_dir=str(tmp / "cache")), tmp / "run")
+
+    def both_ranks(tokens, *, rank, world_size, **kw):
+        parts = [get_batch(tokens, rank=r, world_size=2, **kw) for r in range(2)]
+        return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+    trainer._get_batch = both_ranks
+    trainer.run()
+    return trainer.metrics.rows
 
 
 def relative_error(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> float:
@@ -166,3 +190,30 @@ def test_lab_helpers_under_torchrun_variables(world2):
         assert result["sums"] == [3.0, 2.0]
         assert result["any_rank"] is True and result["none"] is False
         assert result["unwrapped_is_plain"]
+
+
+def test_lab_trainer_under_ddp_matches_one_process(world2, lab_reference):
+    """``Trainer`` on 2 ranks: one set of weights, rank 0 alone writes, losses equal a one-process run's.
+
+    The lab trains in float32, where DDP's averaged gradient and the one-process gradient differ in
+    rounding (Adam magnifies that on near-zero gradients), so the check is on the losses, not bits.
+    """
+    ranks = value(world2, "lab_train")
+    assert ranks[0]["step"] == ranks[1]["step"] == S.LAB_STEPS
+    for name, p in ranks[0]["params"].items():
+        assert torch.equal(p, ranks[1]["params"][name]), f"the ranks' {name} drifted apart"
+    assert ranks[0]["files"] == ["checkpoints", "loss.png", "metrics.jsonl", "step_size.png"]
+    assert ranks[0]["checkpoints"] == ["step_0000006", "step_0000012"]
+    assert ranks[1]["rows"] == []  # rank 1 keeps no log
+    got = [(r["kind"], r["step"]) for r in ranks[0]["rows"]]
+    assert got == [(r["kind"], r["step"]) for r in lab_reference]
+    for mine, ref in zip(ranks[0]["rows"], lab_reference):
+        key = "loss" if mine["kind"] == "train" else "val_loss"
+        assert mine[key] == pytest.approx(ref[key], rel=1e-4), f"{key} at step {mine['step']}"
+
+
+def test_lab_ranks_stop_together(world2):
+    """A stop request that reaches one rank only: both stop at the same step and rank 0 saves it."""
+    ranks = value(world2, "lab_stop_agreement")
+    assert [(r["step"], r["stopped_early"]) for r in ranks] == [(5, True), (5, True)]
+    assert ranks[0]["checkpoints"] == ["step_0000005"]
