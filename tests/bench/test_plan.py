@@ -100,3 +100,20 @@ def test_crossing_tokens_interpolates_in_log_tokens() -> None:
     assert math.isclose(crossing_tokens(curve, 2.5), 1000.0)
     assert crossing_tokens(curve, 1.9) is None
     assert crossing_tokens([{"tokens": 10, "pooled": math.nan}, {"tokens": 20, "pooled": 1.0}], 1.5) == 20
+
+
+def test_an_interrupted_extension_is_completed() -> None:
+    # the grid is done and the k=4 extension ran at 100 tokens/param only (its 20 run was killed)
+    cfg = _cfg()
+    records = {}
+    due, _ = next_jobs(cfg, records)
+    for job in due:
+        if job.method == "adamw-cosine":
+            records[job.id] = _fake(job, lambda k, b: -k)
+    due, _ = next_jobs(cfg, records)
+    ext = [j for j in due if j.method == "adamw-cosine"]
+    assert {(j.k, j.budgets[0]) for j in ext} == {(4, 20.0), (4, 100.0)}
+    job100 = next(j for j in ext if j.budgets == [100.0])
+    records[job100.id] = _fake(job100, lambda k, b: -k)
+    due, _ = next_jobs(cfg, records)
+    assert [(j.k, j.budgets) for j in due if j.method == "adamw-cosine"] == [(4, [20.0])]

@@ -92,14 +92,17 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
     """Jobs of one baseline that are due now, and whether this baseline's plan is complete."""
     short, long_b = list(cfg.short_budgets), cfg.long_budget
     grid = list(cfg.lr_grid)
-    # 1. short sweep over the grid, extended until each short budget's best is bracketed
-    wanted = [j for k in grid for j in _jobs_at(cfg, size, method, k, short, 0, "short")]
+    # 1. short sweep over the grid, extended until each short budget's best is bracketed. Every LR the
+    # sweep has touched (grid or extension) is completed at every short budget first, so an interrupted
+    # extension is finished rather than forgotten.
+    swept = set(grid) | {r["job"]["k"] for r in records.values() if r["job"]["phase"] == "short"
+                         and r["job"]["size"] == size and r["job"]["method"] == method}
+    wanted = [j for k in sorted(swept) for j in _jobs_at(cfg, size, method, k, short, 0, "short")]
     missing = [j for j in wanted if j.id not in records]
     if missing:
         return missing, False
     # Decisions about the sweep use the short sweep's own runs only: a long WSD / SF-AdamW run also
     # reports the short budgets, and letting it move the short optimum would restart the long sweep.
-    swept = sorted(_scores(records, size, method, short[-1], phase="short"))
     for b in short:
         ext = _extension(_scores(records, size, method, b, phase="short"), grid, cfg.max_extensions)
         if ext is not None and ext not in swept:
