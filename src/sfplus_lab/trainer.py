@@ -130,6 +130,13 @@ class Trainer:
         torch.set_rng_state(train_state["rng"]["torch"].cpu())
         if self.device.type == "cuda" and train_state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all([s.cpu() for s in train_state["rng"]["cuda"]])
+        saved_step, saved_tokens = int(train_state["step"]), int(train_state["tokens"])
+        if saved_step and saved_tokens != saved_step * self.tokens_per_step:
+            raise UserError(
+                f"cannot resume from {ckpt.path}: it was trained with {saved_tokens // saved_step:,} tokens per step, "
+                f"this run takes {self.tokens_per_step:,} (batch size x seq len x processes); use the same number "
+                "of processes"
+            )
         self.step = int(train_state["step"])
         self.consecutive_skips = int(train_state["consecutive_skips"])
         self.num_skipped = int(train_state["num_skipped"])
