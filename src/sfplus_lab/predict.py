@@ -64,6 +64,7 @@ class Prediction:
 
     run: str
     metric: str
+    fit_from_step: int
     fit_until_step: int
     target_step: int
     predicted: float
@@ -77,16 +78,36 @@ class Prediction:
 
 
 # ---------------------------------------------------------------------------------------- the fit
-def _solve_linear(ts: Sequence[float], ys: Sequence[float], ws: Sequence[float], b: float) -> tuple[float, float]:
-    """Weighted least squares for (a, c) with u = 1/sqrt(t + b); a is clamped at 0 (a loss that falls)."""
+def _solve_linear(
+    ts: Sequence[float], ys: Sequence[float], ws: Sequence[float], b: float, c_range: tuple[float, float]
+) -> tuple[float, float]:
+    """Weighted least squares for (a, c) with u = 1/sqrt(t + b), subject to a >= 0 and c in ``c_range``.
+
+    The problem is a convex quadratic: its optimum is the unconstrained one when that is feasible, else it
+    lies on an edge (a = 0, or c at a bound), where the other variable has a closed form too.
+    """
+    lo, hi = c_range
     us = [1.0 / math.sqrt(t + b) for t in ts]
     sw = sum(ws)
     mu = sum(w * u for w, u in zip(ws, us)) / sw
     my = sum(w * y for w, y in zip(ws, ys)) / sw
     var = sum(w * (u - mu) ** 2 for w, u in zip(ws, us))
     cov = sum(w * (u - mu) * (y - my) for w, u, y in zip(ws, us, ys))
-    a = max(cov / var, 0.0) if var > 0 else 0.0
-    return a, my - a * mu
+    if var > 0:
+        a = cov / var
+        c = my - a * mu
+        if a >= 0 and lo <= c <= hi:
+            return a, c
+    suu = sum(w * u * u for w, u in zip(ws, us))
+    candidates = [(0.0, min(max(my, lo), hi))]
+    for c in (lo, hi):
+        a = max(sum(w * u * (y - c) for w, u, y in zip(ws, us, ys)) / suu, 0.0)
+        candidates.append((a, c))
+
+    def sse(ac: tuple[float, float]) -> float:
+        return sum(w * (y - ac[0] * u - ac[1]) ** 2 for w, u, y in zip(ws, us, ys))
+
+    return min(candidates, key=sse)
 
 
 def _huber_weights(residuals: Sequence[float], scale: float, k: float = 1.345) -> list[float]:
@@ -97,13 +118,13 @@ def _huber_weights(residuals: Sequence[float], scale: float, k: float = 1.345) -
 
 
 def _robust_fit_at(
-    ts: Sequence[float], ys: Sequence[float], b: float, iterations: int = 5
+    ts: Sequence[float], ys: Sequence[float], b: float, c_range: tuple[float, float], iterations: int = 5
 ) -> tuple[float, float, float]:
     """(a, c, robust loss) for a fixed b."""
     ws = [1.0] * len(ts)
     a = c = 0.0
     for _ in range(iterations):
-        a, c = _solve_linear(ts, ys, ws, b)
+        a, c = _solve_linear(ts, ys, ws, b, c_range)
         res = [y - (a / math.sqrt(t + b) + c) for t, y in zip(ts, ys)]
         med = sorted(abs(r) for r in res)[len(res) // 2]
         ws = _huber_weights(res, 1.4826 * med)
@@ -111,8 +132,14 @@ def _robust_fit_at(
     return a, c, sum(w * r * r for w, r in zip(ws, res))
 
 
-def fit_inverse_sqrt(ts: Sequence[float], ys: Sequence[float]) -> Fit:
-    """Fit val_loss(t) = a/sqrt(t+b) + c (a, b >= 0) robustly to points (t, y); t >= 0 is the step."""
+def fit_inverse_sqrt(ts: Sequence[float], ys: Sequence[float], *, floor: float = 0.0) -> Fit:
+    """Fit val_loss(t) = a/sqrt(t+b) + c robustly to points (t, y); t >= 0 is the step.
+
+    Constraints: a >= 0, b >= 0, and ``floor`` <= c <= the lowest loss seen (a loss is never below its
+    floor, 0 for cross-entropy, and a falling curve tends to a value below every point it has passed).
+    Without the bounds on c, a curve still falling in a straight line is "fitted" by a huge a and b and a
+    negative c, i.e. a straight-line extrapolation.
+    """
     if len(ts) != len(ys):
         raise ValueError(f"got {len(ts)} steps but {len(ys)} losses")
     points = [(float(t), float(y)) for t, y in zip(ts, ys) if math.isfinite(y)]
@@ -123,18 +150,19 @@ def fit_inverse_sqrt(ts: Sequence[float], ys: Sequence[float]) -> Fit:
     tt = [t for t, _ in points]
     yy = [y for _, y in points]
     span = max(tt) + 1.0
+    c_range = (floor, max(floor, min(yy)))
     # Scan log b from 1e-3 * span to 1e3 * span (plus b = 0), then refine around the best scanned value.
     grid = [span * 10 ** (e / 8) for e in range(-24, 25)]
     if min(tt) > 0:
         grid.insert(0, 0.0)  # b = 0 is allowed only when no point sits at t = 0
-    losses = [_robust_fit_at(tt, yy, b)[2] for b in grid]
+    losses = [_robust_fit_at(tt, yy, b, c_range)[2] for b in grid]
     best = min(range(len(grid)), key=losses.__getitem__)
     lo = grid[max(best - 1, 0)]
     hi = grid[min(best + 1, len(grid) - 1)]
-    b = _golden_section(lambda v: _robust_fit_at(tt, yy, v)[2], lo, hi)
-    if _robust_fit_at(tt, yy, b)[2] > losses[best]:
+    b = _golden_section(lambda v: _robust_fit_at(tt, yy, v, c_range)[2], lo, hi)
+    if _robust_fit_at(tt, yy, b, c_range)[2] > losses[best]:
         b = grid[best]
-    a, c, _ = _robust_fit_at(tt, yy, b)
+    a, c, _ = _robust_fit_at(tt, yy, b, c_range)
     rmse = math.sqrt(sum((y - (a / math.sqrt(t + b) + c)) ** 2 for t, y in points) / len(points))
     return Fit(a=a, b=b, c=c, rmse=rmse, num_points=len(points))
 
@@ -176,6 +204,20 @@ def read_eval_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
         if isinstance(row, dict) and "step" in row and isinstance(row.get(metric), (int, float)):
             by_step[int(row["step"])] = float(row[metric])
     return sorted(by_step.items())
+
+
+def _after_warm_start(run: Path) -> int:
+    """c_warmup + 1 from a lab run's config.json or a bench record's optim section (1 when unknown)."""
+    path = run if run.is_file() else run / "config.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return 1
+    optim = record.get("optim") if isinstance(record, dict) else None
+    c_warmup = optim.get("c_warmup") if isinstance(optim, dict) else None
+    if isinstance(c_warmup, int) and not isinstance(c_warmup, bool) and c_warmup >= 0:
+        return c_warmup + 1
+    return 1
 
 
 def read_bench_run(path: Path, metric: str) -> tuple[list[tuple[int, float]], int | None]:
@@ -267,12 +309,19 @@ def _tokens_per_step(run_dir: Path) -> int | None:
 
 
 def predict_run(
-    run_dir: str | Path, *, fraction: float = 0.3, metric: str = "val_loss", target_step: int | None = None
+    run_dir: str | Path,
+    *,
+    fraction: float = 0.3,
+    metric: str = "val_loss",
+    target_step: int | None = None,
+    from_step: int | None = None,
 ) -> Prediction:
-    """Fit the evaluations at steps <= fraction * target and predict ``metric`` at the target step.
+    """Fit the evaluations at steps in [from_step, fraction * target] and predict ``metric`` at the target step.
 
     The target is ``target_step`` if given, else the planned steps in config.json, else the last
-    evaluated step. ``actual`` is the evaluation at the target step when the run has one.
+    evaluated step. ``from_step`` defaults to the first step after the warm start (``c_warmup``): before
+    it x simply follows z and no averaging has begun. ``actual`` is the evaluation at the target step
+    when the run has one.
     """
     run_dir = Path(run_dir)
     if not 0.0 < fraction <= 1.0:
@@ -287,11 +336,12 @@ def predict_run(
         raise UserError(f"{run_dir} has no evaluations of {metric!r}")
     target = target_step or planned or rows[-1][0]
     until = int(fraction * target)
-    early = [(t, y) for t, y in rows if t <= until]
+    start = from_step if from_step is not None else _after_warm_start(run_dir)
+    early = [(t, y) for t, y in rows if start <= t <= until]
     if len(early) < MIN_POINTS:
         raise UserError(
-            f"{run_dir}: only {len(early)} evaluations of {metric} up to step {until} ({fraction:g} of {target}); "
-            f"the fit needs {MIN_POINTS}: raise --fraction or evaluate more often"
+            f"{run_dir}: only {len(early)} evaluations of {metric} in steps {start}..{until} ({fraction:g} of "
+            f"{target}); the fit needs {MIN_POINTS}: raise --fraction, lower --from-step or evaluate more often"
         )
     fit = fit_inverse_sqrt([t for t, _ in early], [y for _, y in early])
     predicted = fit(target)
@@ -299,8 +349,8 @@ def predict_run(
     abs_error = None if actual is None else predicted - actual
     rel_error = None if actual is None or actual == 0 else abs_error / actual
     return Prediction(
-        run=str(run_dir), metric=metric, fit_until_step=until, target_step=target, predicted=predicted,
-        actual=actual, abs_error=abs_error, rel_error=rel_error, fit=fit,
+        run=str(run_dir), metric=metric, fit_from_step=start, fit_until_step=until, target_step=target,
+        predicted=predicted, actual=actual, abs_error=abs_error, rel_error=rel_error, fit=fit,
     )  # fmt: skip
 
 
@@ -316,6 +366,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--at-step", type=int, default=None, help="predict at this step (default: the run's planned last step)"
     )
+    parser.add_argument(
+        "--from-step", type=int, default=None, help="ignore evaluations before this step (default: after c_warmup)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per run instead of a table")
 
 
@@ -327,18 +380,21 @@ def run(name: str, args: argparse.Namespace) -> int:
     if args.at_step is not None and args.at_step < 1:
         raise UserError(f"--at-step must be a positive step, got {args.at_step}")
     predictions = [
-        predict_run(path, fraction=args.fraction, metric=args.metric, target_step=args.at_step) for path in args.runs
+        predict_run(
+            path, fraction=args.fraction, metric=args.metric, target_step=args.at_step, from_step=args.from_step
+        )
+        for path in args.runs
     ]
     if args.json:
         for p in predictions:
             print(json.dumps(p.to_dict()))
         return 0
-    print(f"| run | fit until step | {args.metric} predicted at step | measured | error | a | b | c |")
+    print(f"| run | fitted steps | {args.metric} predicted at step | measured | error | a | b | c |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for p in predictions:
         error = "-" if p.abs_error is None else f"{p.abs_error:+.4f} ({100 * p.rel_error:+.2f}%)"
         print(
-            f"| {p.run} | {p.fit_until_step} | {p.predicted:.4f} @ {p.target_step} | {_fmt(p.actual, '.4f')} | "
-            f"{error} | {p.fit.a:.4g} | {p.fit.b:.4g} | {p.fit.c:.4f} |"
+            f"| {p.run} | {p.fit_from_step}-{p.fit_until_step} | {p.predicted:.4f} @ {p.target_step} | "
+            f"{_fmt(p.actual, '.4f')} | {error} | {p.fit.a:.4g} | {p.fit.b:.4g} | {p.fit.c:.4f} |"
         )
     return 0

@@ -137,7 +137,10 @@ def test_bad_input_is_one_clear_line(run_dir: Path, tmp_path: Path, capsys) -> N
 
 
 def test_predict_on_the_run(run_dir: Path) -> None:
-    p = predict_run(run_dir, fraction=0.5)
-    assert p.target_step == 30 and p.fit_until_step == 15 and p.fit.num_points == 4  # steps 0, 5, 10, 15
+    p = predict_run(run_dir, fraction=1.0)  # planned steps from the token budget; fit after c_warmup = 10
+    assert p.target_step == 30 and (p.fit_from_step, p.fit_until_step) == (11, 30)
+    assert p.fit.num_points == 4  # steps 15, 20, 25, 30
     assert p.actual == reported(run_dir)[30]["val_loss"]
     assert p.abs_error == pytest.approx(p.predicted - p.actual)
+    early = predict_run(run_dir, fraction=0.5, from_step=0)
+    assert (early.fit_from_step, early.fit_until_step, early.fit.num_points) == (0, 15, 4)

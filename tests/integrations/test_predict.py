@@ -58,7 +58,7 @@ def test_fit_extrapolates_noisy_curve_and_resists_an_outlier() -> None:
     # Plain least squares (no reweighting) is pulled much further by the same outlier: what Huber buys.
     from sfplus_lab.predict import _solve_linear
 
-    a, c = _solve_linear(ts, ys, [1.0] * len(ts), robust.b)
+    a, c = _solve_linear(ts, ys, [1.0] * len(ts), robust.b, (0.0, min(ys)))
     assert abs(a / math.sqrt(1000 + robust.b) + c - curve(1000)) > abs(robust(1000) - curve(1000))
 
 
@@ -66,6 +66,17 @@ def test_fit_accepts_an_evaluation_at_step_zero() -> None:
     ts = [0] + list(range(10, 301, 10))
     fit = fit_inverse_sqrt(ts, [curve(t) for t in ts])
     assert fit.b > 0 and fit(1000) == pytest.approx(curve(1000), abs=1e-4)
+
+
+def test_fit_keeps_the_asymptote_between_the_floor_and_the_lowest_loss() -> None:
+    """A curve still falling in a straight line: unbounded, c would go negative (a linear extrapolation)."""
+    ts = list(range(100, 301, 25))
+    ys = [3.2 - 0.002 * t for t in ts]
+    fit = fit_inverse_sqrt(ts, ys)
+    assert 0.0 <= fit.c <= min(ys) and fit.a >= 0.0 and fit.b >= 0.0
+    assert fit(10_000) >= 0.0
+    high_floor = fit_inverse_sqrt(ts, ys, floor=2.0)
+    assert high_floor.c >= 2.0
 
 
 def test_fit_rejects_too_few_points() -> None:
