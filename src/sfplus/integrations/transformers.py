@@ -31,6 +31,10 @@ What it does:
 
 Each step's optimizer scalars (``sfplus_alpha``, ``sfplus_beta``, ``sfplus_c``, ``sfplus_num_skipped``)
 are added to the Trainer's logs.
+
+Tested with transformers 5.24 and accelerate 1.15 (single process). It overrides a few private Trainer
+methods (``_save_checkpoint``, ``_clip_grad_norm``, ``_load_best_model``); DeepSpeed and FSDP wrap the
+optimizer and the saving path differently and are not covered.
 """
 
 from __future__ import annotations
@@ -140,9 +144,9 @@ class ScheduleFreePlusTrainer(Trainer):
         return self.lr_scheduler
 
     # ------------------------------------------------------------------ the loss of every step
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The Trainer's step; also add the micro-batch's loss (already divided for accumulation) to F."""
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(*args, **kwargs)
         if self._sfplus_relay_step != self.state.global_step:
             # A new optimizer step: forget what a skipped step (e.g. a GradScaler overflow) left behind.
             self._sfplus_relay.reset()
@@ -178,11 +182,11 @@ class ScheduleFreePlusTrainer(Trainer):
         with self.params_at_x():
             super().save_model(output_dir, _internal_call)
 
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+    def _save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
         # Weights (x) and optimizer state are saved together in eval mode, so that loading both gives a
         # consistent pair and the next training_step's optimizer.train() rebuilds y from x and z.
         with self.params_at_x():
-            super()._save_checkpoint(model, trial)
+            super()._save_checkpoint(*args, **kwargs)
 
     def _load_best_model(self) -> None:
         # The best checkpoint's weights are x: say so to the optimizer, or a later save would treat
