@@ -60,8 +60,6 @@ def contribution_scale(t: torch.Tensor, world: int) -> float:
     gradient must be laid out like the parameter: the statistics pair local gradient elements with
     local state elements.
     """
-    if world == 1:
-        return 1.0
     if not is_dtensor(t):
         return 1.0 / world
     grad = t.grad

@@ -360,3 +360,35 @@ def lab_stop_agreement(rank: int, world: int, work_dir: str) -> dict[str, Any]:
     dist.barrier()
     checkpoints = sorted(os.listdir(os.path.join(work_dir, "run", "checkpoints"))) if rank == 0 else None
     return {"step": result.step, "stopped_early": result.stopped_early, "checkpoints": checkpoints}
+
+
+# ---------------------------------------------------------------------------------------------- refused setups
+def refused_setups(rank: int, world: int, work_dir: str) -> dict[str, str]:
+    """Setups that would give wrong statistics raise before any collective (so no rank hangs).
+
+    - FSDP2 shards over both ranks but the optimizer is given a one-rank ``process_group``;
+    - a gradient laid out unlike its parameter (replicated gradient for a sharded parameter).
+    """
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    inputs, targets = make_data()
+    inputs, targets = shard_rows(inputs, rank, world), shard_rows(targets, rank, world)
+    singles = [dist.new_group([r]) for r in range(world)]  # every rank creates every group
+    messages = {}
+    for case in ("small_group", "grad_layout"):
+        model = wrap_fsdp2(make_model())
+        group = singles[rank] if case == "small_group" else None
+        opt = OPTIMIZERS["fast"](model.parameters(), process_group=group, **OPT_KW)
+        nn.functional.mse_loss(model(inputs), targets).backward()
+        if case == "grad_layout":
+            p = next(iter(model.parameters()))
+            p.grad = distribute_tensor(p.grad.full_tensor(), p.device_mesh, [Replicate()])
+        before = full_params(model)
+        try:
+            opt.step(loss=1.0)
+            messages[case] = "no error"
+        except RuntimeError as exc:
+            messages[case] = str(exc)
+        after = full_params(model)
+        messages[case + "_unchanged"] = all(torch.equal(before[k], after[k]) for k in before)
+    return messages

@@ -31,6 +31,7 @@ WORLD2 = {
     "dcp_fsdp2_reference": S.dcp_fsdp2_reference,
     "dcp_ddp_fast": S.dcp_ddp_fast,
     "lab_helpers": S.lab_helpers,
+    "refused_setups": S.refused_setups,
     "lab_train": S.lab_train,
     "lab_stop_agreement": S.lab_stop_agreement,
 }
@@ -181,6 +182,13 @@ def test_dcp_save_and_resume_continue_exactly(world2, scenario):
             assert a["alpha"] == b["alpha"]
             for name in a["params"]:
                 assert torch.equal(a["params"][name], b["params"][name]), f"{name} differs at step {step}"
+
+
+def test_setups_that_would_miscount_are_refused(world2):
+    for result in value(world2, "refused_setups"):
+        assert "split into 2 shards but the optimizer's process group has only 1" in result["small_group"]
+        assert "gradient laid out like its parameter" in result["grad_layout"]
+        assert result["small_group_unchanged"] and result["grad_layout_unchanged"]
 
 
 def test_lab_helpers_under_torchrun_variables(world2):
