@@ -231,3 +231,17 @@ def test_evaluation_during_training_does_not_disturb_it(tmp_path: Path) -> None:
     assert evaluated.sfplus_optimizer.train_mode
     gap = max((a - b).abs().max().item() for a, b in zip(plain.model.parameters(), evaluated.model.parameters()))
     assert gap < 1e-5, gap  # x <-> y round trips cost only rounding
+
+
+def test_load_best_model_at_end_keeps_the_best_x(tmp_path: Path) -> None:
+    trainer = make_trainer(
+        tmp_path / "run", max_steps=12, eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss",
+    )  # fmt: skip
+    trainer.train()
+    best = Path(trainer.state.best_model_checkpoint)
+    assert not trainer.sfplus_optimizer.train_mode, "the loaded best weights are an x"
+    trainer.save_model(str(tmp_path / "final"))
+    want = safetensors_torch.load_file(str(best / "model.safetensors"))
+    got = safetensors_torch.load_file(str(tmp_path / "final" / "model.safetensors"))
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
