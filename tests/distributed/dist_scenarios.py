@@ -76,7 +76,8 @@ def _train_wrapped(wrapper: str, opt_name: str, rank: int, world: int) -> dict[s
     x = full_params(model)
     opt.train()
     y_again = full_params(model)
-    return {"x": x, "y": y, "y_again": y_again, "history": history, "collectives": counts}
+    local_numels = {name: getattr(p, "_local_tensor", p).numel() for name, p in model.named_parameters()}
+    return {"x": x, "y": y, "y_again": y_again, "history": history, "collectives": counts, "local": local_numels}
 
 
 def ddp_fast(rank: int, world: int, work_dir: str) -> dict[str, Any]:

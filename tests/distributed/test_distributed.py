@@ -35,7 +35,7 @@ WORLD2 = {
     "lab_train": S.lab_train,
     "lab_stop_agreement": S.lab_stop_agreement,
 }
-WORLD4 = {"subgroups": S.subgroups, "hsdp": S.hsdp, "tp_fsdp2": S.tp_fsdp2}
+WORLD4 = {"subgroups": S.subgroups, "hsdp": S.hsdp, "tp_fsdp2": S.tp_fsdp2, "fsdp2_fast": S.fsdp2_fast}
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +138,15 @@ def test_two_dimensional_meshes(world4, references, scenario, expected_placement
     for result in ranks:
         assert relative_error(result["x"], references["fast"]["x"]) < RTOL
         assert_history_close(result["history"], references["fast"]["history"])
+
+
+def test_fsdp2_on_four_ranks_with_an_empty_shard(world4, references):
+    """The 3-element output bias over 4 ranks leaves rank 3 an empty shard; it still counts nothing twice."""
+    ranks = value(world4, "fsdp2_fast")
+    assert [r["local"]["2.bias"] for r in ranks] == [1, 1, 1, 0]
+    for result in ranks:
+        assert relative_error(result["x"], references["fast"]["x"]) < RTOL
+        assert result["collectives"] == {"all_reduce": NUM_STEPS}
 
 
 def test_process_group_keeps_subgroups_apart(world4):
