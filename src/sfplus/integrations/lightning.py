@@ -31,8 +31,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
+
+try:
+    import lightning.pytorch as pl
+except ImportError as exc:  # an optional dependency: say how to get it
+    raise ImportError("sfplus.integrations.lightning needs the 'lightning' package: pip install lightning") from exc
 
 from .._base import ScheduleFreePlusBase
 from ._common import LossRelay, unwrap_sfplus

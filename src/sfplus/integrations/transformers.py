@@ -45,7 +45,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers import Trainer
+
+try:
+    from transformers import Trainer
+except ImportError as exc:  # an optional dependency: say how to get it
+    raise ImportError(
+        "sfplus.integrations.transformers needs the 'transformers' and 'accelerate' packages: "
+        "pip install transformers accelerate"
+    ) from exc
 
 from .._base import ScheduleFreePlusBase
 from ..optimizer import ScheduleFreePlus
