@@ -56,6 +56,10 @@ def _worker(rank: int, world: int, store_file: str, out_dir: str, scenarios: dic
     if failed is None:
         dist.barrier()
     dist.destroy_process_group()
+    if failed is None:
+        # Skip interpreter finalization: gloo objects torn down there can abort the process
+        # ("terminate called without an active exception") after every result is safely written.
+        os._exit(0)
 
 
 def run_world(world: int, scenarios: dict[str, Scenario]) -> list[dict[str, Any]]:
