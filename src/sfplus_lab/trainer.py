@@ -34,6 +34,7 @@ from .optim_factory import build_optimizer, needs_loss, optimizer_scalars, set_t
 __all__ = ["RunResult", "Trainer", "pick_device", "total_steps_for"]
 
 STATE_FORMAT = 1
+PLOT_INTERVAL_S = 10.0
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class Trainer:
         self.elapsed_s = 0.0
         self.last_eval: dict[str, Any] | None = None
         self.saved_step = -1
+        self._plotted_at = -math.inf
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.is_main)
 
     # ------------------------------------------------------------------ setup and resume
@@ -235,7 +237,7 @@ class Trainer:
                 if row is not None:
                     self.last_eval = row
                     self.metrics.write(row)
-                    self.refresh_plots()
+                    self.refresh_plots(force=False)
             if save:
                 self.save_checkpoint(y_params)
         finally:
@@ -273,10 +275,12 @@ class Trainer:
         )
         self.saved_step = self.step
 
-    def refresh_plots(self) -> None:
-        if self.is_main:
+    def refresh_plots(self, *, force: bool = True) -> None:
+        """Redraw the PNGs; during the run at most every PLOT_INTERVAL_S seconds (drawing is not free)."""
+        if self.is_main and (force or time.monotonic() - self._plotted_at >= PLOT_INTERVAL_S):
             from .plots import write_plots
 
+            self._plotted_at = time.monotonic()
             title = f"{self.cfg.optim.name}, {self.cfg.train.model_size} model ({self.model.num_params():,} params)"
             write_plots(self.run_dir, self.metrics.rows, title)
 
