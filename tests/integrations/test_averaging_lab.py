@@ -34,8 +34,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        out = tmp_path_factory.mktemp("lab") / "run"
-        assert main(["train", *TRAIN_FLAGS, "--out", str(out)]) == 0
+        root = tmp_path_factory.mktemp("lab")
+        out = root / "run"  # the token cache goes to the test's folder, not the user's ~/.cache
+        assert main(["train", *TRAIN_FLAGS, "--cache-dir", str(root / "cache"), "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     return out
