@@ -293,6 +293,8 @@ class Trainer:
 
     def run(self, *, resumed: bool = False) -> RunResult:
         """Train to the budget. SIGTERM: save a checkpoint at the next step boundary and return early."""
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics.open(self.step if resumed else None)
         previous = signal.signal(signal.SIGTERM, self._request_stop)
         bar = self._progress_bar()
