@@ -110,11 +110,16 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
 
     Keep handing ``model.parameters()`` of the *wrapped* model (the same tensors) to the optimizer,
     and use :func:`unwrap_model` for ``state_dict`` so checkpoints carry no ``module.`` prefix.
+
+    Buffers are not broadcast: the lab's buffers (rotary tables) are computed identically on every
+    rank, and DDP's broadcast would run in the first forward after a training step even under
+    ``no_grad``, i.e. in an evaluation pass, where ranks may run different numbers of batches and a
+    collective would hang.
     """
     if not ctx.is_distributed:
         return model
     device_ids = [ctx.local_rank] if ctx.device.startswith("cuda") else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

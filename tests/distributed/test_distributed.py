@@ -212,6 +212,9 @@ def test_lab_helpers_under_torchrun_variables(world2):
 def test_lab_trainer_under_ddp_matches_one_process(world2, lab_reference):
     """``Trainer`` on 2 ranks: one set of weights, rank 0 alone writes, losses equal a one-process run's.
 
+    One evaluation batch per source, so rank 1 evaluates nothing: a collective inside the evaluation
+    forward (DDP's buffer broadcast) would leave the ranks out of step; this caught one.
+
     The lab trains in float32, where DDP's averaged gradient and the one-process gradient differ in
     rounding (Adam magnifies that on near-zero gradients), so the check is on the losses, not bits.
     """
