@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,7 +120,11 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
     if not ctx.is_distributed:
         return model
     device_ids = [ctx.local_rank] if ctx.device.startswith("cuda") else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    ddp = nn.parallel.DistributedDataParallel
+    # torch 2.13 renamed the switch (the old name warns); older releases only know broadcast_buffers.
+    new_name = "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if new_name else {"broadcast_buffers": False}
+    return ddp(model, device_ids=device_ids, **no_sync)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
