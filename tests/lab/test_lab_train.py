@@ -71,16 +71,23 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, env) -> dict[str, Path]:
-    """Uninterrupted runs, one per optimizer the resume tests use."""
-    root = tmp_path_factory.mktemp("reference")
-    out = {}
-    for optimizer in ("sfplus", "adamw-cosine"):
-        proc = sfplus([*RUN, "--optimizer", optimizer, "--out", optimizer], env, root)
+class References(dict):
+    """Uninterrupted runs, made on first use, one per optimizer."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        super().__init__()
+        self.root, self.env = root, env
+
+    def __missing__(self, optimizer: str) -> Path:
+        proc = sfplus([*RUN, "--optimizer", optimizer, "--out", optimizer], self.env, self.root)
         assert proc.returncode == 0, proc.stderr
-        out[optimizer] = root / optimizer
-    return out
+        self[optimizer] = self.root / optimizer
+        return self[optimizer]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env) -> References:
+    return References(tmp_path_factory.mktemp("reference"), env)
 
 
 def test_uninterrupted_run_writes_everything(reference):
@@ -98,9 +105,23 @@ def test_uninterrupted_run_writes_everything(reference):
     assert "lr" in rows(reference["adamw-cosine"], "train")[0]
 
 
-@pytest.mark.parametrize("optimizer, k", [("sfplus", 3), ("sfplus", 17), ("adamw-cosine", 17)])
+@pytest.mark.parametrize(
+    "optimizer, k",
+    [
+        ("sfplus", 3),
+        ("sfplus", 17),
+        ("adamw-cosine", 17),
+        pytest.param("adamw-wsd", 17, marks=pytest.mark.slow),
+        pytest.param("adamw-linear", 3, marks=pytest.mark.slow),
+        pytest.param("sf-adamw", 17, marks=pytest.mark.slow),
+    ],
+)
 def test_resume_in_a_new_process_is_bitwise_identical(reference, env, tmp_path, optimizer, k):
     """k=3 is inside the warmup (5 steps), k=17 after c_warmup (10) and mid-anneal; neither is a boundary."""
+    if optimizer == "adamw-wsd":
+        pytest.importorskip("transformers")
+    if optimizer == "sf-adamw":
+        pytest.importorskip("schedulefree")
     stop = subprocess.run(
         [sys.executable, "-c", STOP_AFTER, str(k), "train", *RUN, "--optimizer", optimizer, "--out", "B"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
