@@ -159,11 +159,52 @@ def summarize(cfg: BenchConfig, records: dict[str, dict]) -> dict[str, Any]:
     return sizes
 
 
+def _matrix(block: dict[str, Any]) -> list[str]:
+    """Budget x method: mean final pooled loss, with the seed range and the number of seeds."""
+    methods = list(dict.fromkeys(c["method"] for c in block["cells"]))
+    budgets = list(dict.fromkeys(c["budget"] for c in block["cells"]))
+    cells = {(c["budget"], c["method"]): c for c in block["cells"]}
+    lines = ["| tokens/param | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for b in budgets:
+        row = []
+        for m in methods:
+            c = cells.get((b, m))
+            if c is None:
+                row.append("")
+                continue
+            text = f"{c['final_pooled_mean']:.3f}"
+            if c["final_pooled_spread"] is not None:
+                text += f" ±{c['final_pooled_spread'] / 2:.3f} (n={len(c['seeds'])})"
+            if not c["lr_bracketed"]:
+                text += " †"
+            row.append(text)
+        lines.append(f"| {b:g} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _per_source(block: dict[str, Any], budget: float) -> list[str]:
+    cells = [c for c in block["cells"] if c["budget"] == budget]
+    sources = sorted({s for c in cells for s in c["per_source_mean"]})
+    lines = [f"| method @ {budget:g} tok/param | " + " | ".join(sources) + " |", "|---" * (len(sources) + 1) + "|"]
+    for c in cells:
+        lines.append(f"| {c['method']} | " + " | ".join(f"{c['per_source_mean'].get(s, math.nan):.3f}"
+                                                       for s in sources) + " |")
+    return lines
+
+
 def format_summary(doc: dict[str, Any]) -> str:
     """Markdown tables: final pooled loss per budget and method, and ScheduleFree+'s time-to-target."""
     lines: list[str] = []
     for size, block in doc["sizes"].items():
         lines.append(f"### {size} ({block['num_params']:,} parameters)\n")
+        lines.append("Final validation loss (pooled over sources; mean over seeds, ± half the seed range; "
+                     "† = best LR on the edge of the sweep):\n")
+        lines += _matrix(block)
+        lines.append("")
+        budgets = sorted({c["budget"] for c in block["cells"]})
+        if budgets:
+            lines += _per_source(block, budgets[-1])
+            lines.append("")
         lines.append("| budget (tok/param) | method | best LR | bracketed | seeds | final val loss (pooled) | spread |")
         lines.append("|---|---|---|---|---|---|---|")
         for c in block["cells"]:

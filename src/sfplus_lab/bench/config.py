@@ -61,9 +61,9 @@ class BenchConfig:
     """Grid exponents k swept first at the short budgets (4e-3 ... 3.2e-2 by default; extended when needed)."""
     max_extensions: int = 2
     """How many grid points a sweep may add on one side when its best LR lies on the edge."""
-    long_max_extensions: int = 1
+    long_max_extensions: int = 2
     """Grid points the long-budget sweep may add beyond its two starting points (each costs a full run)."""
-    long_sweep: str = "one-sided"
+    long_sweep: str = "two-sided"
     """At the long budget, start from the short-budget best k and k-1, then extend until the best is
     bracketed: 'two-sided' (both neighbours measured) or 'one-sided' (only downwards)."""
     batch_size: int = 32
