@@ -60,9 +60,9 @@ def _schedules(block: dict[str, Any], title: str, path: Path) -> None:
             color = _COLORS[run["method"]] if run["seed"] == 0 else "grey"
             ax1.plot(tpp, trace["alpha"], lw=0.8, color=color, label=name)
         elif run["seed"] == 0:
-            peak = max(trace["lr"]) or 1.0
+            peak = run["lr"] or max(trace["lr"]) or 1.0  # the swept peak LR (the trace is decimated)
             ax2.plot(tpp, [v / peak for v in trace["lr"]], color=_COLORS.get(run["method"]),
-                     label=f"{run['method']} (peak {peak:.3g})")
+                     label=f"{run['method']} (peak lr {peak:.3g})")
     ax1.set_ylabel("ScheduleFree+ alpha_k")
     ax1.set_yscale("log")
     ax1.legend(fontsize=7)
