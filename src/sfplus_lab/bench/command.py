@@ -221,13 +221,13 @@ def _document(cfg: BenchConfig, records: dict[str, dict], corpus: Any, started: 
 def run_benchmark(cfg: BenchConfig, out: Path, *, analyze_only: bool = False) -> dict[str, Any]:
     """Run (or resume) the benchmark into ``out`` and return the results document."""
     started = time.time()
+    torch.set_num_threads(cfg.threads)
     meta_at_start = run_meta(cfg.device)
     try:
         runs_dir = out / "runs"
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output folder {out}: {exc}") from exc
-    torch.set_num_threads(cfg.threads)
     corpus = load_bench_corpus(cfg.data, cfg.tokenizer)  # fails early, with a clear message, on a bad --data
     records = _load_runs(runs_dir, _fingerprint(cfg))
     if records:
