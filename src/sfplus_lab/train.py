@@ -23,7 +23,7 @@ from .recipes import RECIPES, get_recipe
 
 #: flag -> (config section, field, parser kind, help)
 FLAGS: dict[str, tuple[str, str, str, str]] = {
-    "--tokens": ("train", "tokens", "count", "training budget in tokens (e.g. 300000, 300k, 2M)"),
+    "--tokens": ("train", "tokens", "count", "training budget in tokens, e.g. 300000, 300k, 2M (default 600k)"),
     "--tokens-per-param": ("train", "tokens_per_param", "float", "training budget in tokens per parameter"),
     "--model": ("train", "model_size", "str", f"model size: {', '.join(PRESETS)} (default 1m)"),
     "--optimizer": ("optim", "name", "str", f"{', '.join(OPTIMIZERS)} (default sfplus)"),
@@ -42,6 +42,7 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--device": ("train", "device", "str", "auto (default), cpu or cuda"),
     "--cache-dir": ("data", "cache_dir", "str", "token cache folder (default $SFPLUS_CACHE or ~/.cache/sfplus)"),
 }
+METAVARS = {"--model": "SIZE", "--optimizer": "NAME", "--tokenizer": "KIND", "--device": "DEVICE", "--cache-dir": "DIR"}
 #: settings a resumed run may change (they do not alter the optimisation path's definition)
 RESUME_MAY_CHANGE = {
     "train.eval_every", "train.eval_batches", "train.log_every", "train.progress", "train.device",
@@ -54,8 +55,8 @@ RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "loss.png", "s
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", metavar="PATH", help="text files or folders (default: built-in text)")
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe>-<UTC time>)")
-    for flag, (_, _, _, help_text) in FLAGS.items():
-        parser.add_argument(flag, metavar="X", help=help_text)
+    for flag, (_, _, kind, help_text) in FLAGS.items():
+        parser.add_argument(flag, metavar=METAVARS.get(flag, "N" if kind in ("int", "count") else "X"), help=help_text)
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--recipe", metavar="NAME", help=f"named run to start from: {', '.join(RECIPES)}")
@@ -233,8 +234,8 @@ def _summary(trainer: Any, result: Any) -> str:
     out = result.run_dir
     lines = []
     if result.stopped_early:
-        lines.append(f"stopped at step {result.step}/{result.total_steps} (SIGTERM); checkpoint saved; continue with "
-                     f"the same command plus --resume")
+        lines.append(f"stopped at step {result.step}/{result.total_steps} (SIGTERM or Ctrl-C); checkpoint saved; "
+                     "continue with the same command plus --resume")
     else:
         lines.append(f"done: {result.step} steps, {result.step * trainer.tokens_per_step:,} tokens, "
                      f"{trainer.elapsed_s:.0f} s of training")

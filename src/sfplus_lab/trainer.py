@@ -287,16 +287,18 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True  # serviced at the next step boundary (or inside an evaluation pass)
+        if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
     def run(self, *, resumed: bool = False) -> RunResult:
-        """Train to the budget. SIGTERM: save a checkpoint at the next step boundary and return early."""
+        """Train to the budget. SIGTERM or a first Ctrl-C: save a checkpoint at the next step boundary, return."""
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics.open(self.step if resumed else None)
-        previous = signal.signal(signal.SIGTERM, self._request_stop)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         bar = self._progress_bar()
         try:
             if self.step == 0 and not resumed:
@@ -322,7 +324,8 @@ class Trainer:
             if self.stop_requested and self.saved_step != self.step:
                 self.at_x(evaluate=False, save=True)  # stopped during step 0's evaluation
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if bar is not None:
                 bar.close()
             self.metrics.close()
