@@ -139,3 +139,41 @@ def test_checkpoint_files_are_fsynced(tmp_path, gen, monkeypatch):
     monkeypatch.setattr(ck.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     _save(tmp_path, gen, 10)
     assert len(synced) >= 4  # model.pt, train_state.pt, config.json, COMPLETE (plus the folders)
+
+
+SAVE_FOREVER = """
+import sys
+from pathlib import Path
+import torch
+from sfplus_lab import checkpoint as ck
+gen = torch.Generator().manual_seed(0)
+root = Path(sys.argv[1])
+for step in range(1, 10_000):
+    ck.save(root, step, {"model.pt": {"w": torch.randn(2_000_000, generator=gen)}, "train_state.pt": {"step": step}},
+            {"step": step}, keep=2)
+"""
+
+
+def test_sigkill_during_saves_never_leaves_a_bad_checkpoint(tmp_path):
+    """Kill a process that saves 8 MB checkpoints back to back: every step_* folder left behind verifies."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(tmp_path)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "step_0000003").exists():
+            assert proc.poll() is None, "the saving process died on its own"
+            assert time.monotonic() < deadline, "the saving process made no progress"
+            time.sleep(0.01)
+        time.sleep(0.15)  # land somewhere inside a later save
+    finally:
+        proc.kill()
+        proc.wait()
+    finals = [p for p in tmp_path.iterdir() if p.name.startswith("step_")]
+    assert finals and all(ck.verify(p) is not None for p in finals)
+    latest = ck.latest_valid(tmp_path)
+    assert latest is not None and latest.step >= 3
+    assert torch.load(latest.path / "model.pt", weights_only=True)["w"].shape == (2_000_000,)
