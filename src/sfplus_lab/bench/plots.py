@@ -12,6 +12,9 @@ _COLORS = {"sfplus": "black", "sfplus-gamma1": "tab:red", "adamw-wsd": "tab:blue
            "adamw-linear": "tab:green", "sf-adamw": "tab:purple"}
 
 
+_SHORT = {"adamw-wsd": "WSD", "adamw-cosine": "cosine", "adamw-linear": "linear", "sf-adamw": "SF-AdamW"}
+
+
 def _plt():
     import matplotlib
 
@@ -110,7 +113,7 @@ def _time_to_target(block: dict[str, Any], title: str, path: Path) -> None:
     labels, means, errs = [], [], []
     for t in rows:
         got = [f for f in t["sfplus_fraction_per_seed"] if f is not None]
-        labels.append(f"{t['baseline']}\n@{t['budget']:g}")
+        labels.append(f"{_SHORT.get(t['baseline'], t['baseline'])}\n@{t['budget']:g}")
         if len(got) == len(t["sfplus_fraction_per_seed"]) and got:
             means.append(sum(got) / len(got))
             errs.append((max(got) - min(got)) / 2)
@@ -122,6 +125,8 @@ def _time_to_target(block: dict[str, Any], title: str, path: Path) -> None:
     for bar, t in zip(bars, rows):
         if not all(t["reached_per_seed"]):
             bar.set_hatch("//")
+            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"> {bar.get_height():.2f}", ha="center",
+                    va="bottom", fontsize=7)
     ax.axhline(1.0, color="grey", ls="--", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set_ylabel("SF+ tokens to reach baseline's final loss\n(fraction of the budget; hatched = not reached)")
