@@ -113,6 +113,7 @@ def _time_to_target(cfg: BenchConfig, records: dict[str, dict], size: str, cells
             "sfplus_fraction_mean": statistics.fmean(got) if len(got) == len(fractions) and got else None,
             "reached_per_seed": reached,
             "sfplus_horizon_fraction": horizon,
+            "sfplus_loss_at_horizon_per_seed": [r["curve"][-1]["pooled"] if r["curve"] else math.nan for r in sf_runs],
         })
     return out
 
@@ -214,10 +215,13 @@ def format_summary(doc: dict[str, Any]) -> str:
             lines.append(f"| {c['budget']:g} | {c['method']} | {lr} | {'yes' if c['lr_bracketed'] else 'NO'} | "
                          f"{len(c['seeds'])} | {c['final_pooled_mean']:.4f} | {spread} |")
         lines.append("")
-        lines.append("| budget | baseline | target loss | SF+ tokens to reach it (fraction of budget), per seed |")
-        lines.append("|---|---|---|---|")
+        lines.append("| budget | baseline | target loss | SF+ tokens to reach it (fraction of budget), per seed | "
+                     "SF+ loss at its last evaluation (fraction) |")
+        lines.append("|---|---|---|---|---|")
         for t in block["time_to_target"]:
             fr = ", ".join("not reached" if f is None else f"{f:.2f}" for f in t["sfplus_fraction_per_seed"])
-            lines.append(f"| {t['budget']:g} | {t['baseline']} | {t['target_loss']:.4f} | {fr} |")
+            last = ", ".join(f"{v:.3f}" for v in t["sfplus_loss_at_horizon_per_seed"])
+            lines.append(f"| {t['budget']:g} | {t['baseline']} | {t['target_loss']:.4f} | {fr} | {last} "
+                         f"({t['sfplus_horizon_fraction']:.2f}) |")
         lines.append("")
     return "\n".join(lines)
