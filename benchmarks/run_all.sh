@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# The exact commands behind benchmarks/RESULTS.md. Run from the repository root after
-# `pip install -e ".[bench]"`. On this project's 2-core CPU box the quality benchmark takes about an hour;
-# rerunning a command resumes it (finished runs are read back from --out/runs/).
+# The exact commands behind benchmarks/RESULTS.md, in the order they were run. Run from the repository
+# root after `pip install -e ".[bench]"`. Each `sfplus bench` call resumes the runs already in its --out
+# folder (finished runs are read back from --out/runs/) and adds what its options ask for.
 set -euo pipefail
 
 # 1. The corpus: six public-domain texts from pinned Debian packages (~30 MB of bytes).
 sfplus data fetch
 
 # 2. The quality benchmark: ScheduleFree+ (the lab's fixed default) against swept AdamW-WSD / cosine /
-#    linear decay and Schedule-Free AdamW at 20, 100 and 1000 tokens per parameter.
+#    linear decay and Schedule-Free AdamW at 20, 100 and 1000 tokens per parameter (a 6.6k-param model).
 sfplus bench --data debian --out benchmarks/results/quality_cpu_debian
+#    ... a second seed for every baseline's best LR at 1000 tokens/param,
+sfplus bench --data debian --out benchmarks/results/quality_cpu_debian \
+    --long-seed-baselines adamw-wsd adamw-cosine adamw-linear sf-adamw
+#    ... and four seeds for ScheduleFree+ and for the best LRs at 20 and 100.
+sfplus bench --data debian --out benchmarks/results/quality_cpu_debian --seeds 4 --long-seed-baselines
 
-# 3. The step benchmark: one optimizer step at ~1M, 15M and 100M parameters in GPT-like shapes.
-python benchmarks/optimizer_step.py --sizes 1m 15m 100m --repeats 15 \
+# 3. A 20k-param model at the two short budgets only.
+sfplus bench --data debian --sizes 20k --budgets 20 100 --out benchmarks/results/quality_cpu_debian_20k
+
+# 4. The step benchmark: one optimizer step at ~1M, 15M and 100M parameters in GPT-like shapes.
+python benchmarks/optimizer_step.py --sizes 1m 15m 100m --repeats 15 --max-gb 9 \
     --out "benchmarks/results/step_cpu_$(date -u +%Y%m%dT%H%M).json"
