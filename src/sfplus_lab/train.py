@@ -245,5 +245,6 @@ def _summary(trainer: Any, result: Any) -> str:
     if evals:
         last = evals[-1]
         parts = ", ".join(f"{k[len('val_loss/'):]} {v:.4f}" for k, v in last.items() if k.startswith("val_loss/"))
-        lines.append(f"  final validation loss at x (step {last['step']}): {last['val_loss']:.4f} ({parts})")
+        which = "final" if last["step"] == result.total_steps else "last"
+        lines.append(f"  {which} validation loss at x (step {last['step']}): {last['val_loss']:.4f} ({parts})")
     return "\n".join(lines)
