@@ -52,6 +52,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
                         help="initial grid exponents: lr = 1e-3 * 2**K (default 2..5)")
     parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None)
+    parser.add_argument("--long-max-extensions", type=int, default=None,
+                        help="grid points the longest budget's sweep may add beyond its two starting LRs (default 2)")
     parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=list(BASELINES),
                         help="baselines whose best long-budget LR gets the extra seeds (default adamw-wsd)")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -72,6 +74,7 @@ def _config_from_args(args: argparse.Namespace) -> BenchConfig:
         overrides.update(sizes=("250k",), batch_size=64, seq_len=128, eval_tokens=131072)
     mapping = {"sizes": "sizes", "budgets": "budgets", "baselines": "baselines", "seeds": "seeds",
                "lr_grid": "lr_grid", "long_sweep": "long_sweep", "long_seed_baselines": "long_seed_baselines",
+               "long_max_extensions": "long_max_extensions",
                "batch_size": "batch_size", "seq_len": "seq_len", "workers": "workers", "tokenizer": "tokenizer"}
     for arg, fld in mapping.items():
         value = getattr(args, arg)
