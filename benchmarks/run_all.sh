@@ -18,6 +18,9 @@ sfplus bench --data debian --out benchmarks/results/quality_cpu_debian --seeds 4
 
 # 3. A 20k-param model at the two short budgets only.
 sfplus bench --data debian --sizes 20k --budgets 20 100 --out benchmarks/results/quality_cpu_debian_20k
+#    ... one more grid point allowed at 100 (linear decay's best was on the edge) and a second seed at 100.
+sfplus bench --data debian --sizes 20k --budgets 20 100 --out benchmarks/results/quality_cpu_debian_20k \
+    --long-max-extensions 3 --long-seed-baselines adamw-wsd adamw-cosine adamw-linear sf-adamw
 
 # 4. The step benchmark: one optimizer step at ~1M, 15M and 100M parameters in GPT-like shapes.
 python benchmarks/optimizer_step.py --sizes 1m 15m 100m --repeats 15 --max-gb 9 \
