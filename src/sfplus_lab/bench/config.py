@@ -173,6 +173,7 @@ def quick_config(**overrides: Any) -> BenchConfig:
         budgets=(2.0, 5.0, 10.0),
         lr_grid=(3, 4),
         max_extensions=0,
+        long_max_extensions=0,
         batch_size=8,
         seq_len=32,
         seeds=2,
