@@ -37,9 +37,13 @@ def resolve_group(process_group: Any) -> tuple[Any, int]:
     return process_group, dist.get_world_size(process_group)
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def is_dtensor(t: torch.Tensor) -> bool:
-    dist = _dist()
-    if dist is None:
+    # Called for every tensor of every step: a plain tensor (the common case) answers without
+    # asking torch.distributed anything. Only a tensor subclass can be a DTensor.
+    if type(t) in _PLAIN or _dist() is None:
         return False
     from torch.distributed.tensor import DTensor
 

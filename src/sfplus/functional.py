@@ -109,7 +109,7 @@ def schedulefree_plus_update(
     if params:
         for idx in _buckets(zs):
             P, G, Y, Z, M, V = ([seq[i] for i in idx] for seq in (params, grads, ys, zs, ms, vs))
-            G = [g.to(z.dtype) for g, z in zip(G, Z)]
+            G = [g if g.dtype == z.dtype else g.to(z.dtype) for g, z in zip(G, Z)]
             _UPDATE[path](Y, Z, M, V, G, coef)
             for p, y in zip(P, Y):
                 if y is not p:
@@ -227,7 +227,7 @@ def tensor_statistics(
     for idx in _buckets([zs[i] for i in stateful]):
         idx = [stateful[j] for j in idx]
         Y, Z = [ys[i] for i in idx], [zs[i] for i in idx]
-        G = [grads[i].to(z.dtype) for i, z in zip(idx, Z)]
+        G = [grads[i] if grads[i].dtype == z.dtype else grads[i].to(z.dtype) for i, z in zip(idx, Z)]
         if path == "fused":
             d, l = _run_compiled("stats", _fused_stats_math, _stats_eager, Y, Z, G)
         else:

@@ -126,8 +126,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             return zero, zero
         device = dots[0].device
         scales = torch.tensor([D.contribution_scale(p, world) for p in params], dtype=torch.float64, device=device)
-        dot = torch.dot(torch.stack([d.to(device, torch.float64) for d in dots]), scales)
-        l1 = torch.dot(torch.stack([n.to(device, torch.float64) for n in l1s]), scales)
+        dot = torch.dot(_stack64(dots, device), scales)
+        l1 = torch.dot(_stack64(l1s, device), scales)
         return dot / group["y_beta"], l1
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
@@ -163,3 +163,10 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
     def _to_train(self, group: dict[str, Any]) -> None:
         for p in self._params_with_state(group):
             train_from_eval(D.local(p), self._y(p), D.local(self.state[p]["z"]), group["y_beta"])
+
+
+def _stack64(values: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Per-tensor 0-D statistics as one float64 vector (one cast when they share a device and dtype)."""
+    if all(v.device == device and v.dtype == values[0].dtype for v in values):
+        return torch.stack(values).to(torch.float64)
+    return torch.stack([v.to(device, torch.float64) for v in values])
