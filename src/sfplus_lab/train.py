@@ -23,7 +23,7 @@ from .recipes import RECIPES, get_recipe
 
 #: flag -> (config section, field, parser kind, help)
 FLAGS: dict[str, tuple[str, str, str, str]] = {
-    "--tokens": ("train", "tokens", "count", "training budget in tokens, e.g. 300000, 300k, 2M (default 600k)"),
+    "--tokens": ("train", "tokens", "count", "training budget in tokens, e.g. 300000, 300k, 2M (default 1.2M)"),
     "--tokens-per-param": ("train", "tokens_per_param", "float", "training budget in tokens per parameter"),
     "--model": ("train", "model_size", "str", f"model size: {', '.join(PRESETS)} (default 1m)"),
     "--optimizer": ("optim", "name", "str", f"{', '.join(OPTIMIZERS)} (default sfplus)"),
