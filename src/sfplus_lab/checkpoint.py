@@ -173,10 +173,19 @@ def latest_valid(root: Path) -> Checkpoint | None:
 def purge(root: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` complete checkpoints, and leftovers of interrupted saves.
 
-    A failed delete is reported as a warning, never an exception: losing a purge costs disk, not the run.
+    An old checkpoint is first renamed out of the ``step_*`` namespace (atomic), then deleted, so a crash
+    mid-delete leaves a ``.tmp-*`` leftover, never a half-deleted ``step_*`` folder. A failed delete is a
+    warning, never an exception: losing a purge costs disk, not the run.
     """
     complete = list_complete(root)
-    doomed = [c.path for c in complete[:-keep]] if len(complete) > keep else []
+    doomed = []
+    for ckpt in complete[:-keep] if len(complete) > keep else []:
+        aside = root / f"{_TMP_PREFIX}purge-{ckpt.path.name}-{os.getpid()}"
+        try:
+            ckpt.path.rename(aside)
+            doomed.append(aside)
+        except OSError as exc:
+            warnings.warn(f"could not delete old checkpoint {ckpt.path}: {exc}", stacklevel=2)
     mine = f"-{os.getpid()}"
     doomed += [p for p in root.iterdir() if p.name.startswith(_TMP_PREFIX) and not p.name.endswith(mine)]
     for path in doomed:
