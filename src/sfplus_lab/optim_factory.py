@@ -28,7 +28,9 @@ So gamma=0.3 trades some speed on the smallest model for not diverging on larger
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -45,6 +47,7 @@ __all__ = [
     "needs_loss",
     "optimizer_scalars",
     "set_train_mode",
+    "at_x",
 ]
 
 #: Optimizer names the lab knows, in the order the help text lists them.
@@ -294,6 +297,28 @@ def set_train_mode(opt: torch.optim.Optimizer, training: bool) -> None:
     method = getattr(opt, "train" if training else "eval", None)
     if callable(method):
         method()
+
+
+@contextlib.contextmanager
+def at_x(model: nn.Module, opt: torch.optim.Optimizer) -> Iterator[dict[str, torch.Tensor]]:
+    """Parameters at x inside the block (eval mode); afterwards exactly the y of before, in train mode.
+
+    Schedule-free optimizers rebuild y from x and z on ``train()``, which is exact only up to rounding,
+    so a run would depend (chaotically, by about seed noise) on where it was evaluated or saved. The
+    training-mode parameters are snapshot first and put back bit for bit; the snapshot is yielded (a
+    checkpoint stores it, so a resume continues from the same y). For other optimizers x = y.
+    """
+    y_params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    set_train_mode(opt, False)
+    model.eval()
+    try:
+        yield y_params
+    finally:
+        set_train_mode(opt, True)
+        model.train()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(y_params[name])
 
 
 def optimizer_scalars(opt: torch.optim.Optimizer) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .config import RunConfig
 from .errors import UserError
 from .metrics import MetricsLog
 from .model import GPT, forward_context, maybe_compile
+from .optim_factory import at_x as params_at_x
 from .optim_factory import build_optimizer, needs_loss, optimizer_scalars, set_train_mode
 
 __all__ = ["RunResult", "Trainer", "pick_device", "total_steps_for"]
@@ -229,9 +230,7 @@ class Trainer:
 
     def at_x(self, *, evaluate: bool, save: bool) -> None:
         """Evaluate and/or save with the parameters at x, then return to exactly the y of before."""
-        y_params = {name: p.detach().clone() for name, p in self.model.named_parameters()}
-        set_train_mode(self.optimizer, False)
-        try:
+        with params_at_x(self.model, self.optimizer) as y_params:
             if evaluate:
                 row = self.evaluate()
                 if row is not None:
@@ -240,10 +239,6 @@ class Trainer:
                     self.refresh_plots(force=False)
             if save:
                 self.save_checkpoint(y_params)
-        finally:
-            set_train_mode(self.optimizer, True)
-            self._restore_params(y_params)
-            self.model.train()
 
     def save_checkpoint(self, y_params: dict[str, torch.Tensor]) -> None:
         """Write a checkpoint of the current step (rank 0), with the parameters at x and y given separately."""

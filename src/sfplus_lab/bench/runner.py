@@ -30,7 +30,7 @@ import torch
 
 from ..data import eval_batches, get_batch, load_corpus
 from ..model import GPT, ModelConfig
-from ..optim_factory import OptimConfig, build_optimizer, needs_loss, set_train_mode
+from ..optim_factory import OptimConfig, at_x, build_optimizer, needs_loss
 from .config import SFPLUS_CONFIGS, BenchConfig, model_config
 
 __all__ = ["Job", "run_job", "load_bench_corpus", "eval_steps_for", "steps_for_budget"]
@@ -114,23 +114,17 @@ def evaluate(model: GPT, opt: torch.optim.Optimizer, windows: dict[str, list], d
     and that rounding would make a run depend (chaotically, by about seed noise) on where it was
     evaluated. With the restore, a run's numbers do not depend on its evaluation schedule.
     """
-    saved = [p.detach().clone() for p in model.parameters()]
-    set_train_mode(opt, False)
-    model.eval()
     per_source, total_loss, total_tokens = {}, 0.0, 0
-    for name, batches in windows.items():
-        loss_sum, n = 0.0, 0
-        for x, y in batches:
-            _, loss = model(x.to(device), y.to(device))
-            loss_sum += float(loss) * y.numel()
-            n += y.numel()
-        per_source[name] = loss_sum / n
-        total_loss += loss_sum
-        total_tokens += n
-    model.train()
-    set_train_mode(opt, True)
-    for p, y in zip(model.parameters(), saved):
-        p.copy_(y)
+    with at_x(model, opt):
+        for name, batches in windows.items():
+            loss_sum, n = 0.0, 0
+            for x, y in batches:
+                _, loss = model(x.to(device), y.to(device))
+                loss_sum += float(loss) * y.numel()
+                n += y.numel()
+            per_source[name] = loss_sum / n
+            total_loss += loss_sum
+            total_tokens += n
     return {"pooled": total_loss / total_tokens, "per_source": per_source}
 
 
