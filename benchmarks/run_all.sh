@@ -22,6 +22,9 @@ sfplus bench --data debian --sizes 20k --budgets 20 100 --out benchmarks/results
 sfplus bench --data debian --sizes 20k --budgets 20 100 --out benchmarks/results/quality_cpu_debian_20k \
     --long-max-extensions 3 --long-seed-baselines adamw-wsd adamw-cosine adamw-linear sf-adamw
 
-# 4. The step benchmark: one optimizer step at ~1M, 15M and 100M parameters in GPT-like shapes.
+# 4. A 48k-param model at the two short budgets (the baselines' grid starts at the smaller sizes' optima).
+sfplus bench --data debian --sizes 50k --budgets 20 100 --lr-grid 4 5 6 --out benchmarks/results/quality_cpu_debian_50k
+
+# 5. The step benchmark: one optimizer step at ~1M, 15M and 100M parameters in GPT-like shapes.
 python benchmarks/optimizer_step.py --sizes 1m 15m 100m --repeats 15 --max-gb 9 \
     --out "benchmarks/results/step_cpu_$(date -u +%Y%m%dT%H%M).json"
