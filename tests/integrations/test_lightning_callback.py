@@ -87,17 +87,8 @@ def trainer(root: Path, **options) -> L.Trainer:
     return L.Trainer(**settings)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_accumulated_loss_modes_and_final_x(tmp_path: Path) -> None:
-    L.seed_everything(0, verbose=False)
-    model = Regressor()
+def record_optimizer_losses(model: L.LightningModule) -> list[float]:
+    """The loss F the optimizer used at each step (filled in as the model's optimizer steps)."""
     seen_F: list[float] = []
     original = model.configure_optimizers
 
@@ -107,6 +98,13 @@ def test_accumulated_loss_modes_and_final_x(tmp_path: Path) -> None:
         return opt
 
     model.configure_optimizers = configure
+    return seen_F
+
+
+def test_accumulated_loss_modes_and_final_x(tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    model = Regressor()
+    seen_F = record_optimizer_losses(model)
     train, val = loaders()
     run = trainer(tmp_path, accumulate_grad_batches=2, enable_checkpointing=False)
     run.fit(model, train, val)
@@ -194,15 +192,7 @@ def test_grad_scaler_step_gets_the_unscaled_mean_loss(tmp_path: Path) -> None:
 
     L.seed_everything(0, verbose=False)
     model = Regressor()
-    seen_F: list[float] = []
-    original = model.configure_optimizers
-
-    def configure():
-        opt = original()
-        opt.register_step_post_hook(lambda o, a, k: seen_F.append(o.stats["loss"]))
-        return opt
-
-    model.configure_optimizers = configure
+    seen_F = record_optimizer_losses(model)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     plugin = MixedPrecision(precision="16-mixed", device="cpu", scaler=scaler)
     train, val = loaders()

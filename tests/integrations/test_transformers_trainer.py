@@ -84,14 +84,6 @@ def make_trainer(out: Path, *, sfplus_kwargs=None, **overrides) -> ScheduleFreeP
     )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_eval_at_x_learns_and_save_model_writes_x(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path / "run", sfplus_kwargs={"polyak_beta": 0.9})
     trainer.train()
