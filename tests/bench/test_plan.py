@@ -52,6 +52,12 @@ def test_first_round_is_the_short_grid_and_sfplus() -> None:
     assert all(j.budgets == [20.0, 100.0] for j in by_method["adamw-wsd"] + by_method["sf-adamw"])
 
 
+def test_extra_seeds_give_the_comparison_configuration_more_seeds() -> None:
+    due, _ = next_jobs(_cfg(extra_seeds=3), {})
+    assert sorted(j.seed for j in due if j.method == "sfplus-gamma1") == [0, 1, 2]
+    assert sorted(j.seed for j in due if j.method == "sfplus") == [0, 1]  # the headline keeps ``seeds``
+
+
 def test_edge_optimum_is_extended_until_bracketed() -> None:
     # best short LR at k = 4.2 (above the grid 1..3); best long LR at k = 2
     def loss(k, b):

@@ -49,6 +49,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         help="token budgets in tokens per parameter (default 20 100 1000)")
     parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES))
     parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
+    parser.add_argument("--extra-seeds", type=int, default=None,
+                        help="seeds for the comparison configuration sfplus-gamma1 (default 1)")
     parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
                         help="initial grid exponents: lr = 1e-3 * 2**K (default 2..5)")
     parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None)
@@ -73,6 +75,7 @@ def _config_from_args(args: argparse.Namespace) -> BenchConfig:
     if device.startswith("cuda") and not args.quick:
         overrides.update(sizes=("250k",), batch_size=64, seq_len=128, eval_tokens=131072)
     mapping = {"sizes": "sizes", "budgets": "budgets", "baselines": "baselines", "seeds": "seeds",
+               "extra_seeds": "extra_seeds",
                "lr_grid": "lr_grid", "long_sweep": "long_sweep", "long_seed_baselines": "long_seed_baselines",
                "long_max_extensions": "long_max_extensions",
                "batch_size": "batch_size", "seq_len": "seq_len", "workers": "workers", "tokenizer": "tokenizer"}

@@ -54,7 +54,9 @@ class BenchConfig:
     baselines: tuple[str, ...] = BASELINES
     """Baselines to sweep (ScheduleFree+ always runs)."""
     sfplus_extra: tuple[str, ...] = ("sfplus-gamma1",)
-    """Further fixed ScheduleFree+ configurations (``SFPLUS_CONFIGS``), one seed each, for comparison."""
+    """Further fixed ScheduleFree+ configurations (``SFPLUS_CONFIGS``), for comparison."""
+    extra_seeds: int = 1
+    """Seeds for each further configuration (``sfplus_extra``); the headline ``sfplus`` gets ``seeds``."""
     lr_base: float = 1e-3
     """Learning-rate grid: ``lr_base * 2**k``."""
     lr_grid: tuple[int, ...] = (2, 3, 4, 5)
@@ -127,7 +129,7 @@ class BenchConfig:
             raise UserError("lr_grid must be non-empty and lr_base > 0")
         if self.long_sweep not in ("two-sided", "one-sided"):
             raise UserError(f"long_sweep must be 'two-sided' or 'one-sided', got {self.long_sweep!r}")
-        for name in ("batch_size", "seq_len", "seeds", "evals_per_decade", "baseline_evals_per_decade", "eval_tokens",
+        for name in ("batch_size", "seq_len", "seeds", "extra_seeds", "evals_per_decade", "baseline_evals_per_decade", "eval_tokens",
                      "workers", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -142,8 +142,9 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
 
 
 def sfplus_jobs(cfg: BenchConfig, size: str) -> list[Job]:
-    """ScheduleFree+'s runs, past the longest budget: the default config once per seed, extra configs once."""
-    runs = [("sfplus", seed) for seed in range(cfg.seeds)] + [(name, 0) for name in cfg.sfplus_extra]
+    """ScheduleFree+'s runs, past the longest budget: the default config ``seeds`` times, extras ``extra_seeds``."""
+    runs = [("sfplus", seed) for seed in range(cfg.seeds)]
+    runs += [(name, seed) for name in cfg.sfplus_extra for seed in range(cfg.extra_seeds)]
     return [Job(size=size, method=name, lr=None, k=None, seed=seed, kind="anytime", budgets=list(cfg.budgets),
                 horizon_tpp=cfg.sfplus_horizon * cfg.long_budget, phase="sfplus") for name, seed in runs]
 
