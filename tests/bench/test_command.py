@@ -35,6 +35,8 @@ def test_quick_writes_a_complete_results_file(quick_out: Path) -> None:
     assert math.isfinite(cells[(10.0, "sfplus")]["final_pooled_mean"])
     ttt = {(t["budget"], t["baseline"]) for t in block["time_to_target"]}
     assert (10.0, "adamw-wsd") in ttt and (2.0, "sf-adamw") in ttt
+    extra = block["time_to_target_extra"]["sfplus-gamma1"]  # the comparison configuration gets the same table
+    assert {(t["budget"], t["baseline"]) for t in extra} == ttt and all(len(t["reached_per_seed"]) == 1 for t in extra)
     assert {"sfplus (seed 0)", "sfplus (seed 1)"} <= set(block["anytime"])
     for name in ("anytime", "schedules", "sweeps", "time_to_target"):
         assert (quick_out / f"{name}_3k.png").stat().st_size > 1000

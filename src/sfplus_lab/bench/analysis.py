@@ -91,8 +91,11 @@ def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dic
     }
 
 
-def _time_to_target(cfg: BenchConfig, records: dict[str, dict], size: str, cells: list[dict], n: int) -> list[dict]:
-    sf_runs = sorted(_records_of(records, size, "sfplus"), key=lambda r: r["job"]["seed"])
+def _time_to_target(
+    cfg: BenchConfig, records: dict[str, dict], size: str, cells: list[dict], n: int, method: str = "sfplus"
+) -> list[dict]:
+    """For each baseline cell, the fraction of its budget's tokens ``method``'s runs need to reach its final loss."""
+    sf_runs = sorted(_records_of(records, size, method), key=lambda r: r["job"]["seed"])
     out = []
     for cell in cells:
         if cell["method"].startswith("sfplus") or not math.isfinite(cell["final_pooled_mean"]):
@@ -155,6 +158,8 @@ def summarize(cfg: BenchConfig, records: dict[str, dict]) -> dict[str, Any]:
             "tokens_per_step": cfg.tokens_per_step,
             "cells": cells,
             "time_to_target": _time_to_target(cfg, records, size, cells, n),
+            # the same for each further fixed configuration (e.g. sfplus-gamma1), keyed by its name
+            "time_to_target_extra": {m: _time_to_target(cfg, records, size, cells, n, m) for m in cfg.sfplus_extra},
             "anytime": _anytime(cfg, records, size, cells),
         }
     return sizes
@@ -215,13 +220,17 @@ def format_summary(doc: dict[str, Any]) -> str:
             lines.append(f"| {c['budget']:g} | {c['method']} | {lr} | {'yes' if c['lr_bracketed'] else 'NO'} | "
                          f"{len(c['seeds'])} | {c['final_pooled_mean']:.4f} | {spread} |")
         lines.append("")
-        lines.append("| budget | baseline | target loss | SF+ tokens to reach it (fraction of budget), per seed | "
-                     "SF+ loss at its last evaluation (fraction) |")
-        lines.append("|---|---|---|---|---|")
-        for t in block["time_to_target"]:
-            fr = ", ".join("not reached" if f is None else f"{f:.2f}" for f in t["sfplus_fraction_per_seed"])
-            last = ", ".join(f"{v:.3f}" for v in t["sfplus_loss_at_horizon_per_seed"])
-            lines.append(f"| {t['budget']:g} | {t['baseline']} | {t['target_loss']:.4f} | {fr} | {last} "
-                         f"({t['sfplus_horizon_fraction']:.2f}) |")
-        lines.append("")
+        tables = {"sfplus": block["time_to_target"], **block.get("time_to_target_extra", {})}
+        for method, rows in tables.items():
+            if not rows or not any(t["sfplus_fraction_per_seed"] for t in rows):
+                continue
+            lines.append(f"| budget | baseline | target loss | {method} tokens to reach it (fraction of budget), "
+                         f"per seed | {method} loss at its last evaluation (fraction) |")
+            lines.append("|---|---|---|---|---|")
+            for t in rows:
+                fr = ", ".join("not reached" if f is None else f"{f:.2f}" for f in t["sfplus_fraction_per_seed"])
+                last = ", ".join(f"{v:.3f}" for v in t["sfplus_loss_at_horizon_per_seed"])
+                lines.append(f"| {t['budget']:g} | {t['baseline']} | {t['target_loss']:.4f} | {fr} | {last} "
+                             f"({t['sfplus_horizon_fraction']:.2f}) |")
+            lines.append("")
     return "\n".join(lines)
