@@ -56,3 +56,19 @@ def test_bad_names_are_rejected() -> None:
         StepBenchConfig(sizes=("7m",))
     with pytest.raises(ValueError, match="unknown method"):
         StepBenchConfig(methods=("sgd",))
+
+
+@pytest.mark.slow  # compiles three kernels (about 30 s cold); the optimizer's own tests cover the compiled path
+def test_step_floor_script_counts_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "step_floor.py"
+    spec = importlib.util.spec_from_file_location("step_floor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--size", "tiny", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    for line in ("AdamW fused step                     4", "ScheduleFree+ statistics pass        3",
+                 "ScheduleFree+ update pass            5", "ScheduleFree+ passes / AdamW fused step"):
+        assert line in out

@@ -1,0 +1,98 @@
+"""Why a ScheduleFree+ step costs about 2x a fused AdamW step on a CPU: count the tensors each pass reads.
+
+    python benchmarks/step_floor.py --size 15m --repeats 20
+
+On a memory-bound CPU step the cost of an elementwise pass is set by how many parameter-sized tensors
+it *reads*; writing back a tensor the pass has just read is nearly free (the cache line is already
+there). This script times, on GPT-shaped tensors (``sfplus_lab.bench.step.SHAPES``), the passes that
+make up each optimizer step next to reference passes, and prints each in units of "one read of every
+tensor" (a compiled elementwise scale-in-place, 1 read + 1 in-place write):
+
+* fused AdamW: reads p, g, m, v (4), writes p, m, v in place;
+* ScheduleFree+ statistics, <g, z - y> and ||g||_1: reads g, z, y (3), writes nothing;
+* ScheduleFree+ update: reads y, z, m, v, g (5), writes y, z, m, v in place.
+
+The statistics must be complete (summed over every tensor, and over ranks) before any tensor can be
+updated, because the step size depends on them; so with z, m, v as state a ScheduleFree+ step reads
+8 tensors to AdamW's 4, and its kernels alone cost about 2x. Medians of interleaved rounds in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from sfplus import functional as F
+from sfplus_lab.bench.step import SHAPES, gpt_param_shapes
+
+
+def _passes(size: str) -> dict[str, tuple[int, object]]:
+    """name -> (tensors read, a zero-argument callable running the pass once)."""
+    shapes = gpt_param_shapes(SHAPES[size])
+    gen = torch.Generator().manual_seed(0)
+
+    def tensors(positive: bool = False) -> list[torch.Tensor]:
+        out = [torch.randn(s, generator=gen) for s in shapes]
+        return [t.abs_() for t in out] if positive else out
+
+    y, z, m, g = tensors(), tensors(), tensors(), tensors()
+    v = tensors(positive=True)
+    params = [torch.nn.Parameter(t) for t in tensors()]
+    for p, grad in zip(params, tensors()):
+        p.grad = grad
+    adam = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, fused=True)
+    coef = torch.full((9,), 0.5)
+
+    def scale(xs: list[torch.Tensor]) -> None:
+        for x in xs:
+            x.mul_(1.0)
+
+    stats = torch.compile(F._fused_stats_math, dynamic=False)
+    update = torch.compile(F._fused_math, dynamic=False)
+    scale_c = torch.compile(scale, dynamic=False)
+    return {
+        "one read (scale in place)": (1, lambda: scale_c(y)),
+        "AdamW fused step": (4, adam.step),
+        "ScheduleFree+ statistics pass": (3, lambda: stats(y, z, g)),
+        "ScheduleFree+ update pass": (5, lambda: update(y, z, m, v, g, coef)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="15m", choices=list(SHAPES))
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    torch.set_grad_enabled(False)
+    passes = _passes(args.size)
+    for _, fn in passes.values():  # compile and warm up
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    names = list(passes)
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order every round
+            t0 = time.perf_counter()
+            passes[name][1]()
+            times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    unit = med["one read (scale in place)"]
+    print(f"size {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} rounds")
+    print(f"{'pass':32s} {'reads':>5s} {'median ms':>10s} {'in reads':>9s} {'ms per read':>12s}")
+    for name in names:
+        reads = passes[name][0]
+        print(f"{name:32s} {reads:5d} {med[name] * 1e3:10.2f} {med[name] / unit:9.2f} {med[name] * 1e3 / reads:12.2f}")
+    kernels = med["ScheduleFree+ statistics pass"] + med["ScheduleFree+ update pass"]
+    print(f"ScheduleFree+ passes / AdamW fused step: {kernels / med['AdamW fused step']:.2f}x "
+          "(before any per-step overhead)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
