@@ -172,9 +172,11 @@ def _fused_math(Y, Z, M, V, G, s):
 
 
 def _fused_stats_math(Y, Z, G):
-    dots = [torch.sum(g * (z - y)) for y, z, g in zip(Y, Z, G)]
-    l1s = [torch.sum(torch.abs(g)) for g in G]
-    return dots, l1s
+    # Per tensor <g, z - y> and ||g||_1 (accumulated in the state dtype, as the eager paths do), returned as
+    # two float64 vectors: stacking inside the graph saves one output allocation per tensor and the casts.
+    dots = torch.stack([torch.sum(g * (z - y)) for y, z, g in zip(Y, Z, G)])
+    l1s = torch.stack([torch.sum(torch.abs(g)) for g in G])
+    return dots.to(torch.float64), l1s.to(torch.float64)
 
 
 _compiled: dict[str, Any] = {}
@@ -212,35 +214,41 @@ _UPDATE = {"single": _update_single, "foreach": _update_foreach, "fused": _updat
 
 def tensor_statistics(
     grads: list[torch.Tensor], ys: list[torch.Tensor], zs: list[torch.Tensor], path: str
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per tensor, ``<g, z - y>`` and ``||g||_1`` as 0-D tensors (in the state dtype).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per tensor, ``<g, z - y>`` and ``||g||_1``: two float64 vectors in the order of ``grads``.
 
-    ``ys[i]`` / ``zs[i]`` are None for a tensor without state yet (then z = y and the dot is 0).
+    Each value is accumulated in the state dtype. ``ys[i]`` / ``zs[i]`` are None for a tensor without
+    state yet (then z = y and the dot is 0). The vectors live on the first gradient's device.
     """
-    dots: list[torch.Tensor] = [None] * len(grads)  # type: ignore[list-item]
-    l1s: list[torch.Tensor] = [None] * len(grads)  # type: ignore[list-item]
+    device = grads[0].device
     stateful = [i for i, z in enumerate(zs) if z is not None]
+    buckets = [[stateful[j] for j in idx] for idx in _buckets([zs[i] for i in stateful])]
+    if path == "fused" and len(stateful) == len(grads) and len(buckets) == 1 and zs[0].device == device:
+        # the common case: one compiled pass over every tensor, results already in place
+        G = [g if g.dtype == z.dtype else g.to(z.dtype) for g, z in zip(grads, zs)]
+        return _run_compiled("stats", _fused_stats_math, _stats_eager, ys, zs, G)
+    dots = torch.zeros(len(grads), dtype=torch.float64, device=device)
+    l1s = torch.zeros(len(grads), dtype=torch.float64, device=device)
     fresh = [i for i, z in enumerate(zs) if z is None]
     for i in fresh:
-        l1s[i] = torch.linalg.vector_norm(grads[i], 1)
-        dots[i] = torch.zeros((), dtype=l1s[i].dtype, device=l1s[i].device)
-    for idx in _buckets([zs[i] for i in stateful]):
-        idx = [stateful[j] for j in idx]
+        l1s[i] = torch.linalg.vector_norm(grads[i], 1).to(device, torch.float64)
+    for idx in buckets:
         Y, Z = [ys[i] for i in idx], [zs[i] for i in idx]
         G = [grads[i] if grads[i].dtype == z.dtype else grads[i].to(z.dtype) for i, z in zip(idx, Z)]
         if path == "fused":
             d, l = _run_compiled("stats", _fused_stats_math, _stats_eager, Y, Z, G)
         else:
             d, l = _stats_eager(Y, Z, G)
-        for j, i in enumerate(idx):
-            dots[i], l1s[i] = d[j], l[j]
+        where = torch.tensor(idx, device=device)
+        dots[where] = d.to(device)
+        l1s[where] = l.to(device)
     return dots, l1s
 
 
 def _stats_eager(Y, Z, G):
     dots = [torch.dot(g.reshape(-1), torch.sub(z, y).reshape(-1)) for y, z, g in zip(Y, Z, G)]
     l1s = [torch.linalg.vector_norm(g, 1) for g in G]
-    return dots, l1s
+    return torch.stack(dots).to(torch.float64), torch.stack(l1s).to(torch.float64)
 
 
 def eval_from_train(p: torch.Tensor, y: torch.Tensor, z: torch.Tensor, beta: float) -> None:

@@ -125,11 +125,11 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             [D.local(self.state[p]["z"]) if s else None for p, s in zip(params, stateful)],
             self._path(group),
         )
-        device = dots[0].device
-        scales = torch.tensor([D.contribution_scale(p, world) for p in params], dtype=torch.float64, device=device)
-        dot = torch.dot(_stack64(dots, device), scales)
-        l1 = torch.dot(_stack64(l1s, device), scales)
-        return dot / group["y_beta"], l1
+        scales = [D.contribution_scale(p, world) for p in params]
+        if all(scale == 1.0 for scale in scales):  # one process, plain tensors: nothing to weight
+            return dots.sum() / group["y_beta"], l1s.sum()
+        weights = torch.tensor(scales, dtype=torch.float64, device=dots.device)
+        return torch.dot(dots, weights) / group["y_beta"], torch.dot(l1s, weights)
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
         beta1, beta2 = group["betas"]
@@ -165,9 +165,3 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         for p in self._params_with_state(group):
             train_from_eval(D.local(p), self._y(p), D.local(self.state[p]["z"]), group["y_beta"])
 
-
-def _stack64(values: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """Per-tensor 0-D statistics as one float64 vector (one cast when they share a device and dtype)."""
-    if all(v.device == device and v.dtype == values[0].dtype for v in values):
-        return torch.stack(values).to(torch.float64)
-    return torch.stack([v.to(device, torch.float64) for v in values])
