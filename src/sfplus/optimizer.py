@@ -133,8 +133,11 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
         beta1, beta2 = group["betas"]
-        with_grad = set(params)
-        idle = [p for p in self._params_with_state(group) if p not in with_grad]
+        if len(params) == len(group["params"]):
+            idle = []  # every parameter has a gradient (the usual case): no set to build
+        else:
+            with_grad = set(params)
+            idle = [p for p in self._params_with_state(group) if p not in with_grad]
         schedulefree_plus_update(
             [D.local(p) for p in params],
             [D.local(p.grad) for p in params],
