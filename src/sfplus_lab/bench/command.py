@@ -25,7 +25,7 @@ import torch
 
 from ..errors import UserError
 from .analysis import format_summary, summarize
-from .config import BASELINES, BENCH_SIZES, BenchConfig, quick_config
+from .config import BASELINES, BENCH_SIZES, SFPLUS_CONFIGS, BenchConfig, quick_config
 from .meta import run_meta
 from .plan import next_jobs
 from .runner import Job, load_bench_corpus, run_job
@@ -49,6 +49,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         help="token budgets in tokens per parameter (default 20 100 1000)")
     parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES))
     parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
+    parser.add_argument("--sfplus-extra", nargs="*", default=None, choices=[k for k in SFPLUS_CONFIGS if k != "sfplus"],
+                        help="further fixed ScheduleFree+ configurations to compare (default sfplus-gamma1)")
     parser.add_argument("--extra-seeds", type=int, default=None,
                         help="seeds for the comparison configuration sfplus-gamma1 (default 1)")
     parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
@@ -75,7 +77,7 @@ def _config_from_args(args: argparse.Namespace) -> BenchConfig:
     if device.startswith("cuda") and not args.quick:
         overrides.update(sizes=("250k",), batch_size=64, seq_len=128, eval_tokens=131072)
     mapping = {"sizes": "sizes", "budgets": "budgets", "baselines": "baselines", "seeds": "seeds",
-               "extra_seeds": "extra_seeds",
+               "extra_seeds": "extra_seeds", "sfplus_extra": "sfplus_extra",
                "lr_grid": "lr_grid", "long_sweep": "long_sweep", "long_seed_baselines": "long_seed_baselines",
                "long_max_extensions": "long_max_extensions",
                "batch_size": "batch_size", "seq_len": "seq_len", "workers": "workers", "tokenizer": "tokenizer"}

@@ -22,7 +22,15 @@ BASELINES = ("adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
 #: ScheduleFree+ configurations, each fixed in advance: overrides of the lab's ``OptimConfig(name="sfplus")``.
 #: "sfplus" (the headline) is the lab's documented default, untouched; "sfplus-gamma1" is the library's own
 #: default multiplier gamma = lr = 1.0 (the lab lowered it to 0.3 after seeing divergence at 1m params).
-SFPLUS_CONFIGS: dict[str, dict[str, Any]] = {"sfplus": {}, "sfplus-gamma1": {"lr": 1.0}}
+#: The "-wd" ones are diagnostics, not candidates picked by the benchmark: AdamC decay is alpha^2 * lambda
+#: per step, and at the bench's sizes alpha peaks near 0.1-0.2, so lambda = 10 removes 10-40% of z per step
+#: at the peak; they show how much of the gap that accounts for (``--sfplus-extra``).
+SFPLUS_CONFIGS: dict[str, dict[str, Any]] = {
+    "sfplus": {},
+    "sfplus-gamma1": {"lr": 1.0},
+    "sfplus-gamma1-wd1": {"lr": 1.0, "weight_decay": 1.0},
+    "sfplus-gamma1-wd0": {"lr": 1.0, "weight_decay": 0.0},
+}
 
 #: size -> (n_layer, n_head, d_model). Below the lab's presets: models small enough for a full sweep
 #: up to 1000 tokens/parameter on two shared CPU cores. Counts are for the byte vocabulary (256).
@@ -129,8 +137,8 @@ class BenchConfig:
             raise UserError("lr_grid must be non-empty and lr_base > 0")
         if self.long_sweep not in ("two-sided", "one-sided"):
             raise UserError(f"long_sweep must be 'two-sided' or 'one-sided', got {self.long_sweep!r}")
-        for name in ("batch_size", "seq_len", "seeds", "extra_seeds", "evals_per_decade", "baseline_evals_per_decade", "eval_tokens",
-                     "workers", "threads"):
+        for name in ("batch_size", "seq_len", "seeds", "extra_seeds", "evals_per_decade", "baseline_evals_per_decade",
+                     "eval_tokens", "workers", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")

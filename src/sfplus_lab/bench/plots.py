@@ -8,7 +8,8 @@ from typing import Any
 
 __all__ = ["draw_all"]
 
-_COLORS = {"sfplus": "black", "sfplus-gamma1": "tab:red", "adamw-wsd": "tab:blue", "adamw-cosine": "tab:orange",
+_COLORS = {"sfplus": "black", "sfplus-gamma1": "tab:red", "sfplus-gamma1-wd1": "tab:pink",
+           "sfplus-gamma1-wd0": "tab:brown", "adamw-wsd": "tab:blue", "adamw-cosine": "tab:orange",
            "adamw-linear": "tab:green", "sf-adamw": "tab:purple"}
 
 
