@@ -77,6 +77,8 @@ def test_folder_is_one_source_and_names_stay_unique(tmp_path: Path, cache: str) 
 def test_source_names_come_from_file_stems(tmp_path: Path, cache: str) -> None:
     f = _write(tmp_path / "my.book.txt", PROSE.encode())
     assert list(load_corpus([str(f)], cache_dir=cache).val) == ["my.book"]
+    g = _write(tmp_path / "Apache-2.0", PROSE.encode())  # not a text suffix: the name stays whole
+    assert list(load_corpus([str(g)], cache_dir=cache).val) == ["Apache-2.0"]
 
 
 def test_sfplus_cache_env_sets_the_default_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

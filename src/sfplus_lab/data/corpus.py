@@ -120,7 +120,9 @@ def path_sources(paths: list[str]) -> list[Source]:
         else:
             raise UserError(f"data file not found: {path} (a broken link)")
         resolved = path.resolve()
-        name = _unique_name((resolved.stem if resolved.is_file() else resolved.name).strip(".") or "text", taken)
+        # "persuasion.txt" -> "persuasion", but "Apache-2.0" stays whole (only a text suffix is dropped)
+        stem = resolved.stem if resolved.is_file() and resolved.suffix.lower() in TEXT_SUFFIXES else resolved.name
+        name = _unique_name(stem.strip(".") or "text", taken)
         sources.append(Source(name=name, text=text, origin=str(path.resolve())))
     return sources
 
