@@ -22,14 +22,16 @@ BASELINES = ("adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
 #: ScheduleFree+ configurations, each fixed in advance: overrides of the lab's ``OptimConfig(name="sfplus")``.
 #: "sfplus" (the headline) is the lab's documented default, untouched; "sfplus-gamma1" is the library's own
 #: default multiplier gamma = lr = 1.0 (the lab lowered it to 0.3 after seeing divergence at 1m params).
-#: The "-wd" ones are diagnostics, not candidates picked by the benchmark: AdamC decay is alpha^2 * lambda
-#: per step, and at the bench's sizes alpha peaks near 0.1-0.2, so lambda = 10 removes 10-40% of z per step
-#: at the peak; they show how much of the gap that accounts for (``--sfplus-extra``).
+#: The "-wd" ones are diagnostics at gamma = 1, not candidates picked by the benchmark: AdamC decay is
+#: alpha^2 * lambda per step, and at the bench's sizes alpha peaks near 0.1-0.2. lambda = 0 and 1 ask
+#: whether the lab's lambda = 10 over-regularises; 20 and 50 are the ends of the range the paper advises.
 SFPLUS_CONFIGS: dict[str, dict[str, Any]] = {
     "sfplus": {},
     "sfplus-gamma1": {"lr": 1.0},
-    "sfplus-gamma1-wd1": {"lr": 1.0, "weight_decay": 1.0},
     "sfplus-gamma1-wd0": {"lr": 1.0, "weight_decay": 0.0},
+    "sfplus-gamma1-wd1": {"lr": 1.0, "weight_decay": 1.0},
+    "sfplus-gamma1-wd20": {"lr": 1.0, "weight_decay": 20.0},
+    "sfplus-gamma1-wd50": {"lr": 1.0, "weight_decay": 50.0},
 }
 
 #: size -> (n_layer, n_head, d_model). Below the lab's presets: models small enough for a full sweep

@@ -9,7 +9,8 @@ from typing import Any
 __all__ = ["draw_all"]
 
 _COLORS = {"sfplus": "black", "sfplus-gamma1": "tab:red", "sfplus-gamma1-wd1": "tab:pink",
-           "sfplus-gamma1-wd0": "tab:brown", "adamw-wsd": "tab:blue", "adamw-cosine": "tab:orange",
+           "sfplus-gamma1-wd0": "tab:brown", "sfplus-gamma1-wd20": "tab:olive", "sfplus-gamma1-wd50": "tab:cyan",
+           "adamw-wsd": "tab:blue", "adamw-cosine": "tab:orange",
            "adamw-linear": "tab:green", "sf-adamw": "tab:purple"}
 
 
