@@ -39,7 +39,7 @@ def _passes(size: str) -> dict[str, tuple[int, object]]:
         out = [torch.randn(s, generator=gen) for s in shapes]
         return [t.abs_() for t in out] if positive else out
 
-    y, z, m, g = tensors(), tensors(), tensors(), tensors()
+    y, z, m, g, unit = tensors(), tensors(), tensors(), tensors(), tensors()
     v = tensors(positive=True)
     params = [torch.nn.Parameter(t) for t in tensors()]
     for p, grad in zip(params, tensors()):
@@ -49,13 +49,13 @@ def _passes(size: str) -> dict[str, tuple[int, object]]:
 
     def scale(xs: list[torch.Tensor]) -> None:
         for x in xs:
-            x.mul_(1.0)
+            x.mul_(-1.0)  # a sign flip: exact however often it runs (a multiply by 1.0 is compiled away)
 
     stats = torch.compile(F._fused_stats_math, dynamic=False)
     update = torch.compile(F._fused_math, dynamic=False)
     scale_c = torch.compile(scale, dynamic=False)
     return {
-        "one read (scale in place)": (1, lambda: scale_c(y)),
+        "one read (scale in place)": (1, lambda: scale_c(unit)),
         "AdamW fused step": (4, adam.step),
         "ScheduleFree+ statistics pass": (3, lambda: stats(y, z, g)),
         "ScheduleFree+ update pass": (5, lambda: update(y, z, m, v, g, coef)),
