@@ -28,3 +28,32 @@ sfplus bench --data debian --sizes 50k --budgets 20 100 --lr-grid 4 5 6 --out be
 # 5. The step benchmark: one optimizer step at ~1M, 15M and 100M parameters in GPT-like shapes.
 python benchmarks/optimizer_step.py --sizes 1m 15m 100m --repeats 15 --max-gb 9 \
     --out "benchmarks/results/step_cpu_$(date -u +%Y%m%dT%H%M).json"
+
+# --- second session ---
+# 6. The library's gamma = 1 with as many seeds as the lab's configuration, at every size so far.
+sfplus bench --data debian --sizes 50k --budgets 20 100 --lr-grid 4 5 6 --extra-seeds 2 \
+    --out benchmarks/results/quality_cpu_debian_50k
+sfplus bench --data debian --sizes 20k --budgets 20 100 --long-max-extensions 3 \
+    --long-seed-baselines adamw-wsd adamw-cosine adamw-linear sf-adamw --extra-seeds 2 \
+    --out benchmarks/results/quality_cpu_debian_20k
+sfplus bench --data debian --out benchmarks/results/quality_cpu_debian --seeds 4 --long-seed-baselines --extra-seeds 4
+
+# 7. Weight-decay diagnostics at gamma = 1 on the 6k model (one seed each).
+sfplus bench --data debian --out benchmarks/results/quality_cpu_debian --seeds 4 --long-seed-baselines \
+    --sfplus-extra sfplus-gamma1 sfplus-gamma1-wd0 sfplus-gamma1-wd1 sfplus-gamma1-wd20 sfplus-gamma1-wd50 \
+    --extra-seeds 1
+
+# 8. 1000 tokens/param at 20k params, in a folder seeded with the 20k runs so their short budgets are reused.
+mkdir -p benchmarks/results/quality_cpu_debian_20k_1000
+cp -rn benchmarks/results/quality_cpu_debian_20k/runs benchmarks/results/quality_cpu_debian_20k_1000/
+sfplus bench --data debian --sizes 20k --budgets 20 100 1000 --extra-seeds 2 \
+    --out benchmarks/results/quality_cpu_debian_20k_1000
+
+# 9. A 96k-param model at the two short budgets.
+sfplus bench --data debian --sizes 100k --budgets 20 100 --lr-grid 3 4 5 --extra-seeds 2 \
+    --out benchmarks/results/quality_cpu_debian_100k
+
+# 10. The step at 15.6M against fused AdamW and Schedule-Free AdamW, and what each pass of it reads.
+python benchmarks/optimizer_step.py --sizes 15m --methods adamw-fused sf-adamw sfplus-default --repeats 30 \
+    --out "benchmarks/results/step_cpu_15m_$(date -u +%Y%m%dT%H%M).json"
+python benchmarks/step_floor.py --size 15m --repeats 20

@@ -62,3 +62,17 @@ def test_bad_data_path_is_a_one_line_error(tmp_path: Path, capsys: pytest.Captur
     assert code == 2
     err = capsys.readouterr().err
     assert "missing.txt" in err and "Traceback" not in err
+
+
+def test_text_too_short_to_evaluate_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 130 bytes: 7 validation tokens, fewer than one evaluation window; this used to end in a ZeroDivisionError
+    monkeypatch.setenv("SFPLUS_CACHE", str(tmp_path / "cache"))  # keep the token cache out of the user's home
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello world. " * 10)
+    code = main(["bench", "--quick", "--data", str(tiny), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no validation text long enough" in err and "tiny 7 tokens" in err and "Traceback" not in err
+    assert not list((tmp_path / "o" / "runs").glob("*.json"))  # nothing was trained
