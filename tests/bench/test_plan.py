@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from sfplus_lab.bench.analysis import crossing_tokens
 from sfplus_lab.bench.config import BenchConfig
 from sfplus_lab.bench.plan import best_k, next_jobs
@@ -106,6 +108,22 @@ def test_crossing_tokens_interpolates_in_log_tokens() -> None:
     assert math.isclose(crossing_tokens(curve, 2.5), 1000.0)
     assert crossing_tokens(curve, 1.9) is None
     assert crossing_tokens([{"tokens": 10, "pooled": math.nan}, {"tokens": 20, "pooled": 1.0}], 1.5) == 20
+
+
+def test_time_to_target_takes_one_run_per_seed_the_longest() -> None:
+    from sfplus_lab.bench.analysis import _time_to_target
+
+    def run(seed: int, horizon: int, losses: list[float]) -> dict:
+        curve = [{"tokens": 100.0 * (i + 1), "pooled": v} for i, v in enumerate(losses)]
+        return {"job": {"size": "3k", "method": "sfplus", "seed": seed}, "horizon_steps": horizon, "curve": curve}
+
+    records = {"a_short": run(0, 2, [3.0, 2.5]), "b_long": run(0, 4, [3.0, 2.5, 2.0, 1.5]),
+               "c": run(1, 4, [3.0, 3.0, 3.0, 3.0])}
+    cells = [{"budget": 1.0, "method": "adamw-wsd", "final_pooled_mean": 2.0}]
+    (row,) = _time_to_target(_cfg(), records, "3k", cells, n=300)
+    # seed 0 counted once, from the run that goes on to 400 tokens (the 200-token one never gets there)
+    assert row["reached_per_seed"] == [True, False]
+    assert row["sfplus_fraction_per_seed"][0] == pytest.approx(1.0) and row["sfplus_fraction_per_seed"][1] is None
 
 
 def test_an_interrupted_extension_is_completed() -> None:

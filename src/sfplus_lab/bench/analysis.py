@@ -95,7 +95,12 @@ def _time_to_target(
     cfg: BenchConfig, records: dict[str, dict], size: str, cells: list[dict], n: int, method: str = "sfplus"
 ) -> list[dict]:
     """For each baseline cell, the fraction of its budget's tokens ``method``'s runs need to reach its final loss."""
-    sf_runs = sorted(_records_of(records, size, method), key=lambda r: r["job"]["seed"])
+    longest: dict[int, dict] = {}  # one run per seed: the longest, when a folder holds the same seed twice
+    for r in _records_of(records, size, method):  # (e.g. runs reused from a shorter plan, which stop earlier)
+        seed = r["job"]["seed"]
+        if seed not in longest or r["horizon_steps"] > longest[seed]["horizon_steps"]:
+            longest[seed] = r
+    sf_runs = [longest[seed] for seed in sorted(longest)]
     out = []
     for cell in cells:
         if cell["method"].startswith("sfplus") or not math.isfinite(cell["final_pooled_mean"]):
