@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 def gen(request: pytest.FixtureRequest) -> torch.Generator:
     """A CPU generator seeded from the test's node id (stable across runs and machines)."""
     return torch.Generator().manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+#: Test folders made of many tiny problems (float64 optimizer checks, tiny models trained by the
+#: integrations): there one torch thread is faster than several on a shared box.
+_ONE_THREAD_FOLDERS = {"optim", "integrations"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_problems(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.path.parent.name not in _ONE_THREAD_FOLDERS:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
