@@ -17,7 +17,6 @@ purged only after the new one is in place, keeping the newest ``keep`` (>= 2).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .hashing import sha256_file
 
 __all__ = ["Checkpoint", "latest_valid", "list_complete", "load", "purge", "save", "verify"]
 
@@ -67,14 +67,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_files(tmp: Path, payload: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..hashing import sha256_file
 from .cleaning import austen_lines_to_text, clean_text, strip_gutenberg
 from .corpus import Source
 from .rdata import RDataError, read_lazyload_db
@@ -142,14 +143,6 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> subprocess.Compl
     return result
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --- getting the packages ---------------------------------------------------------------------------------
 def _find_deb(folder: Path, pkg: Package, version: str | None) -> Path | None:
     """The .deb of ``pkg`` in ``folder`` with the given version (any version if None), newest first."""
@@ -211,7 +204,7 @@ def _check_deb(path: Path, pkg: Package, allow_other_versions: bool) -> dict[str
     fields = deb_fields(path)
     if fields.get("Package") != pkg.name:
         raise UserError(f"{path} is package {fields.get('Package')!r}, expected {pkg.name}")
-    version, sha = fields.get("Version", "?"), _sha256_file(path)
+    version, sha = fields.get("Version", "?"), sha256_file(path)
     if version != pkg.version and not allow_other_versions:
         raise UserError(f"{path} has version {version}, pinned is {pkg.version} (use --allow-other-versions)")
     pinned_build = version == pkg.version and fields.get("Architecture") in ("all", "amd64")
