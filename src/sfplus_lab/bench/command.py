@@ -52,7 +52,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sfplus-extra", nargs="*", default=None, choices=[k for k in SFPLUS_CONFIGS if k != "sfplus"],
                         help="further fixed ScheduleFree+ configurations to compare (default sfplus-gamma1)")
     parser.add_argument("--extra-seeds", type=int, default=None,
-                        help="seeds for the comparison configuration sfplus-gamma1 (default 1)")
+                        help="seeds for each --sfplus-extra configuration (default 1)")
     parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
                         help="initial grid exponents: lr = 1e-3 * 2**K (default 2..5)")
     parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None)
