@@ -48,6 +48,12 @@ mkdir -p benchmarks/results/quality_cpu_debian_20k_1000
 cp -rn benchmarks/results/quality_cpu_debian_20k/runs benchmarks/results/quality_cpu_debian_20k_1000/
 sfplus bench --data debian --sizes 20k --budgets 20 100 1000 --extra-seeds 2 \
     --out benchmarks/results/quality_cpu_debian_20k_1000
+#    ... two more gamma = 1 seeds (its first two disagreed), then a second seed for every baseline's best LR.
+sfplus bench --data debian --sizes 20k --budgets 20 100 1000 --extra-seeds 4 --workers 1 \
+    --out benchmarks/results/quality_cpu_debian_20k_1000
+sfplus bench --data debian --sizes 20k --budgets 20 100 1000 --extra-seeds 4 \
+    --long-seed-baselines adamw-wsd adamw-cosine adamw-linear sf-adamw \
+    --out benchmarks/results/quality_cpu_debian_20k_1000
 
 # 9. A 96k-param model at the two short budgets.
 sfplus bench --data debian --sizes 100k --budgets 20 100 --lr-grid 3 4 5 --extra-seeds 2 \
