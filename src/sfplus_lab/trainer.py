@@ -90,7 +90,9 @@ class Trainer:
         self.tokens_per_step = self.cfg.data.batch_size * self.cfg.data.seq_len * world_size
         self.total_steps = total_steps_for(self.cfg, self.model.num_params(), world_size)
         self.optimizer, self.scheduler = build_optimizer(self.cfg.optim, self.model, self.total_steps)
-        self.val_sources = self._evaluable_sources()
+        from .data import evaluable_sources
+
+        self.val_sources = evaluable_sources(self.corpus, self.cfg.data.seq_len)
         self.step = 0
         self.consecutive_skips = 0
         self.num_skipped = 0
@@ -102,16 +104,6 @@ class Trainer:
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.is_main)
 
     # ------------------------------------------------------------------ setup and resume
-    def _evaluable_sources(self) -> dict[str, Any]:
-        need = self.cfg.data.seq_len + 1
-        sources = {name: toks for name, toks in self.corpus.val.items() if len(toks) >= need}
-        if not sources:
-            raise UserError(
-                f"no validation text long enough: every source's validation split has fewer than seq_len+1 = "
-                f"{need} tokens; use more text or a smaller --seq-len"
-            )
-        return sources
-
     def resume_from(self, checkpoint_dir: Path) -> ckpt_io.Checkpoint | None:
         """Load the newest valid checkpoint (None when there is none): model at x, optimizer, schedule, counters."""
         ckpt = ckpt_io.latest_valid(checkpoint_dir)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..data import evaluable_sources
 from ..errors import UserError
 from .analysis import format_summary, summarize
 from .config import BASELINES, BENCH_SIZES, SFPLUS_CONFIGS, BenchConfig, quick_config
@@ -97,18 +98,6 @@ def run(name: str, args: argparse.Namespace) -> int:
     print(format_summary(doc))
     print(f"wrote {out / 'results.json'}")
     return 0
-
-
-def _check_corpus_fits(corpus: Any, seq_len: int) -> None:
-    """A UserError, before any training, when the text is too short for one training or evaluation window."""
-    need = seq_len + 1
-    if len(corpus.train) < need:
-        raise UserError(f"corpus {corpus.name} has {len(corpus.train)} training tokens; one training window needs "
-                        f"seq_len+1 = {need}: use more text or a smaller --seq-len")
-    if not any(len(tokens) >= need for tokens in corpus.val.values()):
-        sizes = ", ".join(f"{name} {len(tokens)}" for name, tokens in corpus.val.items())
-        raise UserError(f"no validation text long enough: every source's validation split ({sizes} tokens) is "
-                        f"shorter than seq_len+1 = {need}; use more text or a smaller --seq-len")
 
 
 def _fingerprint(cfg: BenchConfig) -> str:
@@ -249,7 +238,7 @@ def run_benchmark(cfg: BenchConfig, out: Path, *, analyze_only: bool = False) ->
     except OSError as exc:
         raise UserError(f"cannot create output folder {out}: {exc}") from exc
     corpus = load_bench_corpus(cfg.data, cfg.tokenizer)  # fails early, with a clear message, on a bad --data
-    _check_corpus_fits(corpus, cfg.seq_len)
+    evaluable_sources(corpus, cfg.seq_len)  # too short to train or evaluate: a UserError before any run
     records = _load_runs(runs_dir, _fingerprint(cfg))
     if records:
         print(f"resuming: {len(records)} finished runs in {runs_dir}", flush=True)

@@ -5,7 +5,7 @@ as pure functions of (seed, step, rank), so resuming a run needs no sampler stat
 """
 
 from .batching import batch_seed, eval_batches, get_batch, num_eval_windows
-from .corpus import VAL_FRACTION, Corpus, default_cache_dir, load_corpus
+from .corpus import VAL_FRACTION, Corpus, default_cache_dir, evaluable_sources, load_corpus
 from .tokenizer import BPETokenizer, ByteTokenizer, tokenizer_from_dict
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "batch_seed",
     "default_cache_dir",
     "eval_batches",
+    "evaluable_sources",
     "get_batch",
     "load_corpus",
     "num_eval_windows",

@@ -30,7 +30,10 @@ from ..errors import UserError
 from .cleaning import clean_text
 from .tokenizer import BPETokenizer, ByteTokenizer, tokenizer_from_dict
 
-__all__ = ["Corpus", "Source", "default_cache_dir", "load_corpus", "read_text_file", "split_text", "VAL_FRACTION"]
+__all__ = [
+    "Corpus", "Source", "default_cache_dir", "evaluable_sources", "load_corpus", "read_text_file", "split_text",
+    "VAL_FRACTION",
+]
 
 VAL_FRACTION = 0.05
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
@@ -62,6 +65,21 @@ class Corpus:
     train: np.ndarray
     val: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluable_sources(corpus: Corpus, seq_len: int) -> dict[str, np.ndarray]:
+    """The validation sources long enough for one window of ``seq_len``; a UserError, before any training,
+    when the training text or every validation split is too short for one window (seq_len + 1 tokens)."""
+    need = seq_len + 1
+    if len(corpus.train) < need:
+        raise UserError(f"corpus {corpus.name} has {len(corpus.train)} training tokens; one training window needs "
+                        f"seq_len+1 = {need}: use more text or a smaller --seq-len")
+    sources = {name: tokens for name, tokens in corpus.val.items() if len(tokens) >= need}
+    if not sources:
+        sizes = ", ".join(f"{name} {len(tokens)}" for name, tokens in corpus.val.items())
+        raise UserError(f"no validation text long enough: every source's validation split ({sizes} tokens) is "
+                        f"shorter than seq_len+1 = {need}; use more text or a smaller --seq-len")
+    return sources
 
 
 def default_cache_dir() -> Path:
