@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,11 +49,20 @@ RESUME_MAY_CHANGE = {
     "train.eval_every", "train.eval_batches", "train.log_every", "train.progress", "train.device",
     "train.compile", "train.max_consecutive_skips", "checkpoint.every", "checkpoint.keep", "data.cache_dir",
 }
+#: exit codes of a run stopped early (checkpoint saved): the shell's 128 + signal number
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+EPILOG = (
+    f"exit status: 0 when the run reached its budget; {EXIT_SIGINT} after Ctrl-C (SIGINT) and {EXIT_SIGTERM} after "
+    "SIGTERM, once a checkpoint is saved at the next step boundary (continue with the same command plus --resume), "
+    f"so 'sfplus train ... && sfplus export ...' never exports a partial run; 2 for a usage or input error."
+)
 #: files a run writes into its folder; --force deletes only these, never anything else a user keeps there
 RUN_FILES = ("config.json", "metrics.jsonl", "metrics.jsonl.tmp", "loss.png", "step_size.png", "checkpoints")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
     parser.add_argument("--data", nargs="+", metavar="PATH", help="text files or folders (default: built-in text)")
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe>-<UTC time>)")
     for flag, (_, _, kind, help_text) in FLAGS.items():
@@ -209,7 +219,14 @@ def _train(args: argparse.Namespace, cfg: RunConfig, out: Path, new_run: bool, c
     result = trainer.run(resumed=ckpt is not None)
     if ctx.is_main:
         print(_summary(trainer, result))
-    return 0
+    return exit_code(result)
+
+
+def exit_code(result: Any) -> int:
+    """0 for a finished run; 130 when Ctrl-C stopped it, 143 for SIGTERM or any other early stop."""
+    if not result.stopped_early:
+        return 0
+    return EXIT_SIGINT if result.stop_signal == signal.SIGINT else EXIT_SIGTERM
 
 
 def _load_corpus(cfg: RunConfig) -> Any:
@@ -234,8 +251,9 @@ def _summary(trainer: Any, result: Any) -> str:
     out = result.run_dir
     lines = []
     if result.stopped_early:
-        lines.append(f"stopped at step {result.step}/{result.total_steps} (SIGTERM or Ctrl-C); checkpoint saved; "
-                     "continue with the same command plus --resume")
+        why = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(result.stop_signal, "SIGTERM or Ctrl-C")
+        lines.append(f"stopped at step {result.step}/{result.total_steps} ({why}); checkpoint saved; "
+                     f"continue with the same command plus --resume (exit status {exit_code(result)})")
     else:
         lines.append(f"done: {result.step} steps, {result.step * trainer.tokens_per_step:,} tokens, "
                      f"{trainer.elapsed_s:.0f} s of training")

@@ -47,6 +47,9 @@ class RunResult:
     stopped_early: bool
     final_eval: dict[str, Any] | None
     run_dir: Path
+    stop_signal: int | None = None
+    """The signal that stopped the run early (SIGINT or SIGTERM; None when it ran to the end or was stopped
+    without one, e.g. by another data-parallel rank)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -97,6 +100,7 @@ class Trainer:
         self.consecutive_skips = 0
         self.num_skipped = 0
         self.stop_requested = False
+        self.stop_signal: int | None = None
         self.elapsed_s = 0.0
         self.last_eval: dict[str, Any] | None = None
         self.saved_step = -1
@@ -274,6 +278,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True  # serviced at the next step boundary (or inside an evaluation pass)
+        self.stop_signal = signum
         if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -317,7 +322,9 @@ class Trainer:
                 bar.close()
             self.metrics.close()
         self.refresh_plots()
-        return RunResult(self.step, self.total_steps, self.step < self.total_steps, self.last_eval, self.run_dir)
+        return RunResult(
+            self.step, self.total_steps, self.step < self.total_steps, self.last_eval, self.run_dir, self.stop_signal
+        )
 
     def _log_train(self, values: dict[str, Any], dt: float, bar: Any) -> None:
         tok_per_s = self.tokens_per_step / dt if dt > 0 else float("nan")
@@ -334,8 +341,8 @@ class Trainer:
             bar.update(1)
 
     def _progress_bar(self) -> Any:
-        if not (self.is_main and self.cfg.train.progress):
-            return None
+        if not (self.is_main and self.cfg.train.progress) or self.step >= self.total_steps:
+            return None  # (a finished run resumed has no steps to show: a full bar drawn twice said nothing)
         from tqdm import tqdm
 
         return tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, mininterval=0.5)

@@ -126,7 +126,7 @@ def test_resume_in_a_new_process_is_bitwise_identical(reference, env, tmp_path, 
         [sys.executable, "-c", STOP_AFTER, str(k), "train", *RUN, "--optimizer", optimizer, "--out", "B"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
-    assert stop.returncode == 0, stop.stderr
+    assert stop.returncode == 143, stop.stderr  # stopped early without a signal: SIGTERM's code
     assert f"stopped at step {k}/60" in stop.stdout
     assert (tmp_path / "B" / "checkpoints" / f"step_{k:07d}" / "COMPLETE").exists()
     resumed = sfplus(["--out", "B", "--resume"], env, tmp_path)
@@ -164,14 +164,16 @@ def test_sigkill_then_resume_ends_with_the_same_val_loss(reference, env, tmp_pat
     assert_same_run(reference["sfplus"], tmp_path / "B")
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_zero(reference, env, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_exits_non_zero(reference, env, tmp_path, sig, code):
+    """So that ``sfplus train ... && sfplus export ...`` never exports a partial run."""
     proc = _start(env, tmp_path)
     metrics = tmp_path / "B" / "metrics.jsonl"
     _wait_for(lambda: metrics.exists() and metrics.read_text().count('"train"') >= 13, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    assert "stopped at step" in stdout and "Traceback" not in stderr
+    assert proc.returncode == code, stderr
+    assert "stopped at step" in stdout and f"exit status {code}" in stdout and "Traceback" not in stderr
     step = int(stdout.split("stopped at step ")[1].split("/")[0])
     assert 13 <= step < 60
     assert (tmp_path / "B" / "checkpoints" / f"step_{step:07d}" / "COMPLETE").exists()

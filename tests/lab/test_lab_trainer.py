@@ -88,3 +88,14 @@ class _no_warning:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_resuming_a_finished_run_draws_no_progress_bar(corpus, tmp_path, capsys):
+    trainer = _trainer(corpus, tmp_path, optimizer="sfplus", steps=4)
+    trainer.run()
+    again = _trainer(corpus, tmp_path, optimizer="sfplus", steps=4)
+    again.cfg = replace(again.cfg, train=replace(again.cfg.train, progress=True))
+    assert again.resume_from(tmp_path / "checkpoints").step == 4
+    capsys.readouterr()
+    again.run(resumed=True)
+    assert "step/s" not in capsys.readouterr().err and again._progress_bar() is None
