@@ -27,8 +27,31 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed package's version (the library's own ``__version__`` when run from a source tree)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("sfplus")
+    except metadata.PackageNotFoundError:
+        import sfplus
+
+        return sfplus.__version__
+
+
+def _own_errors(parser: argparse.ArgumentParser) -> None:
+    """Record in every (sub)parser's defaults which parser it is, so that an unknown argument is reported with
+    the usage of the command it was given to (``sfplus data fetch --out X`` shows fetch's usage, not sfplus's)."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _own_errors(child)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(prog="sfplus", description="ScheduleFree+: train without tuning a learning rate.")
+    parser.add_argument("--version", action="version", version=f"sfplus {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules: dict[str, object] = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():
@@ -40,12 +63,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
             raise
         modules[name] = module
         module.add_arguments(name, sub.add_parser(name, help=help_text, description=help_text))
+    _own_errors(parser)
     return parser, modules
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2

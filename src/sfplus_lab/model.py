@@ -74,9 +74,15 @@ class ModelConfig:
         return asdict(self)
 
 
-#: preset -> (n_layer, n_head, d_model). Counts below are num_params() with the byte vocabulary (256),
-#: embeddings included; a larger vocabulary adds vocab_size * d_model.
+#: preset -> (n_layer, n_head, d_model): the one list of model sizes, read by ``sfplus train --model`` and
+#: ``sfplus bench --sizes``. Counts below are num_params() with the byte vocabulary (256), embeddings
+#: included; a larger vocabulary adds vocab_size * d_model. The four smallest are the benchmark's: small
+#: enough for a full sweep up to 1000 tokens/parameter on two shared CPU cores.
 PRESETS: dict[str, tuple[int, int, int]] = {
+    "3k": (1, 2, 8),  # 3,096 params
+    "6k": (2, 2, 12),  # 6,588
+    "10k": (2, 2, 16),  # 10,832
+    "20k": (2, 2, 24),  # 20,088
     "50k": (3, 2, 32),  # 48,352 params
     "100k": (3, 3, 48),  # 95,568
     "250k": (5, 4, 64),  # 267,968
@@ -87,7 +93,7 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 
 
 def model_preset(size: str, vocab_size: int = 256, seq_len: int = 128) -> ModelConfig:
-    """The ModelConfig of a named size ("50k" ... "100m"); unknown names raise a UserError listing the choices."""
+    """The ModelConfig of a named size ("3k" ... "100m"); unknown names raise a UserError listing the choices."""
     key = str(size).lower()
     if key not in PRESETS:
         raise UserError(f"unknown model size {size!r}; choose one of {', '.join(PRESETS)}")

@@ -71,7 +71,7 @@ def test_every_recipe_builds_a_valid_config(name):
     assert isinstance(get_recipe(name), RunConfig)
 
 
-EXPECTED_PARAMS = {"50k": 48_352, "100k": 95_568, "250k": 267_968, "1m": 1_037_696, "10m": 9_558_272}
+EXPECTED_PARAMS = {"3k": 3_096, "6k": 6_588, "10k": 10_832, "20k": 20_088, "50k": 48_352, "100k": 95_568, "250k": 267_968, "1m": 1_037_696, "10m": 9_558_272}
 
 
 @pytest.mark.parametrize("size", sorted(EXPECTED_PARAMS))
@@ -86,7 +86,14 @@ def test_100m_preset_is_over_90m_params():
     with torch.device("meta"):
         model = GPT(model_preset("100m", 256, 64))
     assert 90e6 < model.num_params() < 120e6
-    assert set(PRESETS) == {"50k", "100k", "250k", "1m", "10m", "100m"}
+    assert set(PRESETS) == {"3k", "6k", "10k", "20k", "50k", "100k", "250k", "1m", "10m", "100m"}
+
+
+def test_train_and_bench_read_one_size_list():
+    from sfplus_lab.bench.config import BENCH_SIZES
+
+    assert BENCH_SIZES is PRESETS
+    assert TrainConfig(model_size="6k", tokens=1000).model_size == "6k"
 
 
 def test_forward_shapes_initial_loss_and_tied_embedding():

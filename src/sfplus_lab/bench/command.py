@@ -48,7 +48,9 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         help="model sizes (default: 6k on CPU, 250k on CUDA)")
     parser.add_argument("--budgets", nargs="+", type=float, default=None,
                         help="token budgets in tokens per parameter (default 20 100 1000)")
-    parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES))
+    parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES), metavar="NAME",
+                        help=f"baselines to sweep, each over learning rates (default all: {', '.join(BASELINES)}); "
+                        "ScheduleFree+ always runs")
     parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
     parser.add_argument("--sfplus-extra", nargs="*", default=None, choices=[k for k in SFPLUS_CONFIGS if k != "sfplus"],
                         help="further fixed ScheduleFree+ configurations to compare (default sfplus-gamma1)")
@@ -56,16 +58,22 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         help="seeds for each --sfplus-extra configuration (default 1)")
     parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
                         help="initial grid exponents: lr = 1e-3 * 2**K (default 2..5)")
-    parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None)
+    parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None,
+                        help="the longest budget's LR sweep starts from the short budgets' best k and k-1 and "
+                        "extends until the best is bracketed: two-sided (both neighbours measured; default) or "
+                        "one-sided (only towards lower LRs)")
     parser.add_argument("--long-max-extensions", type=int, default=None,
                         help="grid points the longest budget's sweep may add beyond its two starting LRs (default 2)")
     parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=list(BASELINES),
                         help="baselines whose best long-budget LR gets the extra seeds (default adamw-wsd)")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sequences per step (default 32; 8 with --quick, 64 on CUDA)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="tokens per sequence (default 64; 32 with --quick, 128 on CUDA)")
     parser.add_argument("--workers", type=int, default=None, help="processes at once (default 2; 1 in --quick)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--tokenizer", choices=("byte", "bpe"), default=None)
+    parser.add_argument("--tokenizer", choices=("byte", "bpe"), default=None,
+                        help="byte (default: 256 ids, no training) or bpe (trained locally on the training text)")
     parser.add_argument("--analyze-only", action="store_true",
                         help="do not train: rebuild results.json and figures from the runs already in --out")
 

@@ -34,15 +34,9 @@ SFPLUS_CONFIGS: dict[str, dict[str, Any]] = {
     "sfplus-gamma1-wd50": {"lr": 1.0, "weight_decay": 50.0},
 }
 
-#: size -> (n_layer, n_head, d_model). Below the lab's presets: models small enough for a full sweep
-#: up to 1000 tokens/parameter on two shared CPU cores. Counts are for the byte vocabulary (256).
-BENCH_SIZES: dict[str, tuple[int, int, int]] = {
-    "3k": (1, 2, 8),  # 3,096 params
-    "6k": (2, 2, 12),  # 6,588
-    "10k": (2, 2, 16),  # 10,832
-    "20k": (2, 2, 24),  # 20,088
-    **PRESETS,
-}
+#: size -> (n_layer, n_head, d_model): the lab's one size list (``sfplus_lab.model.PRESETS``, whose
+#: smallest four, 3k to 20k, are the benchmark's), so ``sfplus train --model`` takes every bench size.
+BENCH_SIZES: dict[str, tuple[int, int, int]] = PRESETS
 
 
 def model_config(size: str, vocab_size: int, seq_len: int) -> ModelConfig:
