@@ -279,8 +279,19 @@ def _require_safetensors() -> Any:
     return safetensors.torch
 
 
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomically(out: Path, weights: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """Write model.safetensors and config.json aside and rename the folder into place: complete or absent."""
+    """Write model.safetensors and config.json aside and rename the folder into place: complete or absent.
+
+    ``mkdtemp`` makes the folder 0700 and safetensors writes its file 0600; both get the modes the user's
+    umask gives every other file (0755 and 0644 under the usual 022), like the run's checkpoints.
+    """
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not empty; choose a new --out (nothing was overwritten)")
     st = _require_safetensors()
@@ -293,9 +304,12 @@ def _write_atomically(out: Path, weights: dict[str, torch.Tensor], config: dict[
     try:
         st.save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        mask = _umask()
         for name in ("model.safetensors", "config.json"):
+            os.chmod(tmp / name, 0o666 & ~mask)
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~mask)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)

@@ -137,3 +137,24 @@ def test_predict_on_the_run(run_dir: Path) -> None:
     assert p.abs_error == pytest.approx(p.predicted - p.actual)
     early = predict_run(run_dir, fraction=0.5, from_step=0)
     assert (early.fit_from_step, early.fit_until_step, early.fit.num_points) == (0, 15, 4)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_export_and_merge_files_follow_the_umask_like_checkpoints(run_dir: Path, tmp_path: Path, umask: int) -> None:
+    """model.safetensors was 0600 in a 0700 folder (mkdtemp's and safetensors' own modes) next to 0644 checkpoints."""
+    import os
+    import stat
+
+    ckpt = run_dir / "checkpoints"
+    previous = os.umask(umask)
+    try:
+        assert main(["export", str(run_dir), "--out", str(tmp_path / "x")]) == 0
+        assert main(["merge", str(ckpt / "step_0000020"), str(ckpt / "step_0000030"), "--out", str(tmp_path / "m")]) == 0
+    finally:
+        os.umask(previous)
+    for folder in (tmp_path / "x", tmp_path / "m"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+        for name in ("model.safetensors", "config.json"):
+            assert stat.S_IMODE((folder / name).stat().st_mode) == 0o666 & ~umask, (folder, name)
+    # The checkpoints' own files were written under the process's umask: the mode export now gives too.
+    assert stat.S_IMODE((ckpt / "step_0000030" / "model.pt").stat().st_mode) == 0o666 & ~averaging._umask()
