@@ -68,7 +68,7 @@ class TrainConfig:
     """The training loop: budget, model size, seed, evaluation cadence, hardware."""
 
     model_size: str = "1m"
-    """A preset of :func:`sfplus_lab.model.model_preset` ("50k", "100k", "250k", "1m", "10m", "100m")."""
+    """A preset of :func:`sfplus_lab.model.model_preset` (``sfplus_lab.model.PRESETS``: "3k" ... "100m")."""
     tokens: int | None = None
     """Training budget in tokens; exactly one of ``tokens`` and ``tokens_per_param`` is set."""
     tokens_per_param: float | None = None
@@ -77,6 +77,9 @@ class TrainConfig:
     """Seeds the model's initialisation and the batch sequence (batches are a pure function of seed and step)."""
     eval_every: int = 50
     """Evaluate the validation loss at x every this many steps (and at step 0 and at the end)."""
+    evals_per_decade: int = 0
+    """Also evaluate at this many log-spaced steps per decade between ``eval_every`` and the end (0 = none):
+    ``sfplus predict`` fits the early part of a run, which a fixed interval samples too sparsely."""
     eval_batches: int = 8
     """At most this many batches of validation windows per source, spread over the whole split."""
     log_every: int = 1
@@ -107,6 +110,7 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise UserError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
         _positive_int("", "eval_every", self.eval_every)
+        _positive_int("", "evals_per_decade", self.evals_per_decade, allow_zero=True)
         _positive_int("", "eval_batches", self.eval_batches)
         _positive_int("", "log_every", self.log_every)
         _positive_int("", "max_consecutive_skips", self.max_consecutive_skips)

@@ -20,7 +20,7 @@ def default() -> RunConfig:
     return RunConfig(
         data=DataConfig(batch_size=16, seq_len=128),
         optim=OptimConfig(),
-        train=TrainConfig(model_size="1m", tokens=1_200_000, eval_every=50),
+        train=TrainConfig(model_size="1m", tokens=1_200_000, eval_every=50, evals_per_decade=20),
         checkpoint=CheckpointConfig(every=100, keep=2),
     )
 

@@ -39,6 +39,9 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--checkpoint-every": ("checkpoint", "every", "int", "save a checkpoint every N steps (0 = only at the end)"),
     "--keep-checkpoints": ("checkpoint", "keep", "int", "how many recent checkpoints to keep (>= 2)"),
     "--eval-every": ("train", "eval_every", "int", "evaluate the validation loss at x every N steps"),
+    "--evals-per-decade": ("train", "evals_per_decade", "int",
+                           "also evaluate at N log-spaced steps per decade after --eval-every, for sfplus predict "
+                           "(default 20; 0 = only every --eval-every steps)"),
     "--eval-batches": ("train", "eval_batches", "int", "at most N validation batches per source"),
     "--device": ("train", "device", "str", "auto (default), cpu or cuda"),
     "--cache-dir": ("data", "cache_dir", "str", "token cache folder (default $SFPLUS_CACHE or ~/.cache/sfplus)"),
@@ -46,7 +49,7 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
 METAVARS = {"--model": "SIZE", "--optimizer": "NAME", "--tokenizer": "KIND", "--device": "DEVICE", "--cache-dir": "DIR"}
 #: settings a resumed run may change (they do not alter the optimisation path's definition)
 RESUME_MAY_CHANGE = {
-    "train.eval_every", "train.eval_batches", "train.log_every", "train.progress", "train.device",
+    "train.eval_every", "train.evals_per_decade", "train.eval_batches", "train.log_every", "train.progress", "train.device",
     "train.compile", "train.max_consecutive_skips", "checkpoint.every", "checkpoint.keep", "data.cache_dir",
 }
 #: exit codes of a run stopped early (checkpoint saved): the shell's 128 + signal number

@@ -32,7 +32,7 @@ from .model import GPT, forward_context, maybe_compile
 from .optim_factory import at_x as params_at_x
 from .optim_factory import build_optimizer, needs_loss, optimizer_scalars, set_train_mode
 
-__all__ = ["RunResult", "Trainer", "pick_device", "total_steps_for"]
+__all__ = ["RunResult", "Trainer", "log_spaced_steps", "pick_device", "total_steps_for"]
 
 STATE_FORMAT = 1
 PLOT_INTERVAL_S = 10.0
@@ -58,6 +58,21 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device cuda was asked for, but torch sees no CUDA GPU")
     return torch.device(name)
+
+
+def log_spaced_steps(first: int, last: int, per_decade: int) -> set[int]:
+    """The steps in [first, last] nearest to ``per_decade`` log-spaced points per decade (none if per_decade = 0).
+
+    Rounded to whole steps, so the set is denser in evaluations per decade than asked only where it cannot be.
+    """
+    if per_decade <= 0 or last < first or first < 1:
+        return set()
+    steps, i = set(), math.ceil(per_decade * math.log10(first) - 1e-9)
+    while (step := round(10 ** (i / per_decade))) <= last:
+        if step >= first:
+            steps.add(step)
+        i += 1
+    return steps
 
 
 def total_steps_for(cfg: RunConfig, num_params: int, world_size: int = 1) -> int:
@@ -104,6 +119,8 @@ class Trainer:
         self.elapsed_s = 0.0
         self.last_eval: dict[str, Any] | None = None
         self.saved_step = -1
+        self.log_eval_steps = log_spaced_steps(self.cfg.train.eval_every, self.total_steps,
+                                               self.cfg.train.evals_per_decade)
         self._plotted_at = -math.inf
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=self.is_main)
 
@@ -309,7 +326,7 @@ class Trainer:
                         f"{self.step}; the last good checkpoint is kept in {self.run_dir / 'checkpoints'}"
                     )
                 last = self.step == self.total_steps
-                evaluate = last or self._due(self.cfg.train.eval_every)
+                evaluate = last or self._due(self.cfg.train.eval_every) or self.step in self.log_eval_steps
                 save = last or self._due(self.cfg.checkpoint.every) or self.stop_requested
                 if evaluate or save:
                     self.at_x(evaluate=evaluate and not self.stop_requested, save=save)

@@ -25,7 +25,7 @@ from sfplus_lab.predict import predict_run  # noqa: E402
 TRAIN_FLAGS = [
     "--tokens", "7680", "--model", "50k", "--seq-len", "32", "--batch-size", "8", "--seed", "0",
     "--warmup-steps", "5", "--eval-every", "5", "--eval-batches", "2", "--checkpoint-every", "10",
-    "--keep-checkpoints", "3",
+    "--keep-checkpoints", "3", "--evals-per-decade", "0",
 ]  # fmt: skip
 
 

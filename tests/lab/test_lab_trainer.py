@@ -90,6 +90,21 @@ class _no_warning:
         return False
 
 
+def test_log_spaced_evaluations_fill_the_early_run(corpus, tmp_path):
+    """The default recipe evaluates 20 times per decade after eval_every, so predict has points early on."""
+    from sfplus_lab.trainer import log_spaced_steps
+
+    assert sorted(log_spaced_steps(50, 586, 20))[:8] == [50, 56, 63, 71, 79, 89, 100, 112]
+    assert log_spaced_steps(50, 586, 0) == set() and log_spaced_steps(50, 40, 20) == set()
+    assert get_recipe("default").train.evals_per_decade == 20
+    trainer = _trainer(corpus, tmp_path, optimizer="sfplus", steps=30)
+    trainer.cfg = replace(trainer.cfg, train=replace(trainer.cfg.train, eval_every=10, evals_per_decade=10))
+    trainer.log_eval_steps = log_spaced_steps(10, trainer.total_steps, 10)
+    trainer.run()
+    evals = [r["step"] for r in trainer.metrics.rows if r["kind"] == "eval"]
+    assert evals == [0, 10, 13, 16, 20, 25, 30]
+
+
 def test_resuming_a_finished_run_draws_no_progress_bar(corpus, tmp_path, capsys):
     trainer = _trainer(corpus, tmp_path, optimizer="sfplus", steps=4)
     trainer.run()
