@@ -149,7 +149,8 @@ def test_export_and_merge_files_follow_the_umask_like_checkpoints(run_dir: Path,
     previous = os.umask(umask)
     try:
         assert main(["export", str(run_dir), "--out", str(tmp_path / "x")]) == 0
-        assert main(["merge", str(ckpt / "step_0000020"), str(ckpt / "step_0000030"), "--out", str(tmp_path / "m")]) == 0
+        pair = [str(ckpt / "step_0000020"), str(ckpt / "step_0000030")]
+        assert main(["merge", *pair, "--out", str(tmp_path / "m")]) == 0
     finally:
         os.umask(previous)
     for folder in (tmp_path / "x", tmp_path / "m"):
@@ -158,3 +159,25 @@ def test_export_and_merge_files_follow_the_umask_like_checkpoints(run_dir: Path,
             assert stat.S_IMODE((folder / name).stat().st_mode) == 0o666 & ~umask, (folder, name)
     # The checkpoints' own files were written under the process's umask: the mode export now gives too.
     assert stat.S_IMODE((ckpt / "step_0000030" / "model.pt").stat().st_mode) == 0o666 & ~averaging._umask()
+
+
+def test_a_merge_likely_worse_than_its_newest_input_warns(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """Issue 13: a window merge of the quickstart's last two checkpoints gave val 3.01 against 1.83, silently."""
+    ckpt = run_dir / "checkpoints"
+    assert main(["merge", str(ckpt / "step_0000020"), str(ckpt / "step_0000030"), "--weights", "window",
+                 "--out", str(tmp_path / "w")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "warning: a window merge averages the base iterate z over steps 20-30 only" in err
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["merge"]["warnings"]
+    # From the end of the warm start (W = 0) the window is the whole average, x_30 itself: nothing to warn of.
+    assert main(["merge", str(ckpt / "step_0000010"), str(ckpt / "step_0000030"), "--weights", "window",
+                 "--out", str(tmp_path / "w0")]) == 0  # fmt: skip
+    assert "warning" not in capsys.readouterr().err
+    # Checkpoints of one run far apart: uniform and online warn; one checkpoint or close ones do not.
+    for mode in ("uniform", "online"):
+        assert main(["merge", str(ckpt / "step_0000020"), str(ckpt / "step_0000030"), "--weights", mode,
+                     "--out", str(tmp_path / mode)]) == 0  # fmt: skip
+        assert "span steps 20-30" in capsys.readouterr().err
+    assert averaging.merge_warnings("uniform", [560, 586], [None, None], one_run=True) == []
+    assert averaging.merge_warnings("online", [100, 586], [1.0, 9.0], one_run=False) == []
+    assert "12% of the averaging weight" in averaging.merge_warnings("window", [550, 586], [7.0, 8.0], True)[0]
