@@ -49,8 +49,9 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
 METAVARS = {"--model": "SIZE", "--optimizer": "NAME", "--tokenizer": "KIND", "--device": "DEVICE", "--cache-dir": "DIR"}
 #: settings a resumed run may change (they do not alter the optimisation path's definition)
 RESUME_MAY_CHANGE = {
-    "train.eval_every", "train.evals_per_decade", "train.eval_batches", "train.log_every", "train.progress", "train.device",
-    "train.compile", "train.max_consecutive_skips", "checkpoint.every", "checkpoint.keep", "data.cache_dir",
+    "train.eval_every", "train.evals_per_decade", "train.eval_batches", "train.log_every", "train.progress",
+    "train.device", "train.compile", "train.max_consecutive_skips", "checkpoint.every", "checkpoint.keep",
+    "data.cache_dir",
 }
 #: exit codes of a run stopped early (checkpoint saved): the shell's 128 + signal number
 EXIT_SIGINT = 128 + signal.SIGINT  # 130

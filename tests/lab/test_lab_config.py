@@ -71,7 +71,9 @@ def test_every_recipe_builds_a_valid_config(name):
     assert isinstance(get_recipe(name), RunConfig)
 
 
-EXPECTED_PARAMS = {"3k": 3_096, "6k": 6_588, "10k": 10_832, "20k": 20_088, "50k": 48_352, "100k": 95_568, "250k": 267_968, "1m": 1_037_696, "10m": 9_558_272}
+EXPECTED_PARAMS = {
+    "3k": 3_096, "6k": 6_588, "10k": 10_832, "20k": 20_088,
+    "50k": 48_352, "100k": 95_568, "250k": 267_968, "1m": 1_037_696, "10m": 9_558_272}
 
 
 @pytest.mark.parametrize("size", sorted(EXPECTED_PARAMS))
