@@ -6,6 +6,7 @@
 >>> opt.train()                  # parameters hold y again: keep training
 """
 
+from ._defaults import PAPER, PRESETS
 from ._step_size import annealed_beta, averaging_weight, l1_ema_update, polyak_step, warmup_factor
 from .functional import schedulefree_plus_update
 from .optimizer import ScheduleFreePlus
@@ -16,6 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ScheduleFreePlus",
     "ScheduleFreePlusReference",
+    "PAPER",
+    "PRESETS",
     "schedulefree_plus_update",
     "annealed_beta",
     "averaging_weight",

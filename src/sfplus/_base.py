@@ -24,13 +24,24 @@ from typing import Any
 import torch
 
 from . import _distributed as D
-from ._step_size import annealed_beta, averaging_weight, l1_ema_update, polyak_step, warmup_factor
+from ._defaults import DEFAULT, resolve
+from ._step_size import (
+    TINY,
+    annealed_beta,
+    averaging_weight,
+    bounded_decay_rate,
+    growth_bounded_numerator,
+    l1_ema_update,
+    polyak_numerator,
+    warmup_factor,
+)
 from ._validation import validate_hyperparameters, validate_options
 
 #: Group entries that are one value for the whole optimizer (kept equal across groups).
-GLOBAL_HYPERPARAMETERS = ("polyak_beta", "loss_floor", "nonfinite")
+GLOBAL_HYPERPARAMETERS = ("polyak_beta", "loss_floor", "nonfinite", "max_inner", "max_step_growth")
 #: Run state kept in every param group (equal across groups), so ``state_dict`` carries it.
-GLOBAL_STATE = ("k", "e", "num_skipped", "train_mode")
+#: ``p_ref`` is the last positive Polyak factor, the reference of the ``max_step_growth`` bound.
+GLOBAL_STATE = ("k", "e", "num_skipped", "train_mode", "p_ref")
 #: Run state kept per param group.
 GROUP_STATE = ("y_beta", "lr_max", "weight_sum")
 
@@ -53,46 +64,58 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
     def __init__(
         self,
         params,
-        lr: float | torch.Tensor = 1.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        lr: float | torch.Tensor = DEFAULT,
+        betas: tuple[float, float] = DEFAULT,
+        eps: float = DEFAULT,
+        weight_decay: float = DEFAULT,
         *,
-        warmup_steps: int = 0,
-        sf_beta1: float = 0.9,
-        sf_beta1_max: float = 0.965,
-        sf_beta1_anneal_steps: int = 0,
-        polyak_beta: float = 0.0,
-        c_warmup: int = 0,
-        r: float = 0.0,
-        weight_lr_power: float = 2.0,
-        loss_floor: float = 0.0,
-        max_step: float | None = None,
+        warmup_steps: int = DEFAULT,
+        sf_beta1: float = DEFAULT,
+        sf_beta1_max: float = DEFAULT,
+        sf_beta1_anneal_steps: int = DEFAULT,
+        polyak_beta: float = DEFAULT,
+        c_warmup: int = DEFAULT,
+        r: float = DEFAULT,
+        weight_lr_power: float = DEFAULT,
+        loss_floor: float = DEFAULT,
+        max_step: float | None = DEFAULT,
+        max_inner: float | None = DEFAULT,
+        max_step_growth: float | None = DEFAULT,
+        bounded_decay: bool = DEFAULT,
+        preset: str = "robust",
         nonfinite: str = "skip",
         foreach: bool | None = None,
         fused: bool | None = None,
         process_group: Any = None,
     ) -> None:
         validate_options(nonfinite, foreach, fused)
-        defaults = dict(
-            lr=lr,
-            betas=tuple(betas) if isinstance(betas, list) else betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            sf_beta1=sf_beta1,
-            sf_beta1_max=sf_beta1_max,
-            sf_beta1_anneal_steps=sf_beta1_anneal_steps,
-            polyak_beta=polyak_beta,
-            c_warmup=c_warmup,
-            r=r,
-            weight_lr_power=weight_lr_power,
-            loss_floor=loss_floor,
-            max_step=max_step,
-            nonfinite=nonfinite,
-            foreach=foreach,
-            fused=fused,
+        hyper = resolve(
+            preset,
+            dict(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                warmup_steps=warmup_steps,
+                sf_beta1=sf_beta1,
+                sf_beta1_max=sf_beta1_max,
+                sf_beta1_anneal_steps=sf_beta1_anneal_steps,
+                polyak_beta=polyak_beta,
+                c_warmup=c_warmup,
+                r=r,
+                weight_lr_power=weight_lr_power,
+                loss_floor=loss_floor,
+                max_step=max_step,
+                max_inner=max_inner,
+                max_step_growth=max_step_growth,
+                bounded_decay=bounded_decay,
+            ),
         )
+        if isinstance(hyper["betas"], list):
+            hyper["betas"] = tuple(hyper["betas"])
+        defaults = dict(hyper, nonfinite=nonfinite, foreach=foreach, fused=fused)
+        self.preset = preset
+        self._floor_warned = False
         validate_hyperparameters(defaults, warn=False)
         self._process_group = process_group
         self.stats: dict[str, Any] = {}
@@ -134,6 +157,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         group.setdefault("e", src.get("e", 0.0))
         group.setdefault("num_skipped", src.get("num_skipped", 0))
         group.setdefault("train_mode", src.get("train_mode", True))
+        group.setdefault("p_ref", src.get("p_ref", 0.0))
         group.setdefault(
             "y_beta",
             annealed_beta(group["k"], group["sf_beta1"], group["sf_beta1_max"], group["sf_beta1_anneal_steps"]),
@@ -154,6 +178,8 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("stats", {})
         self.__dict__.setdefault("_process_group", None)
+        self.__dict__.setdefault("_floor_warned", False)
+        self.__dict__.setdefault("preset", "robust")
         for group in self.param_groups:
             group.setdefault("nonfinite", "skip")
             group.setdefault("foreach", None)
@@ -161,6 +187,10 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             group.setdefault("max_step", None)
             group.setdefault("loss_floor", 0.0)
             group.setdefault("warmup_steps", 0)
+            # Saved by version 0.1.0, which had no safeguards: keep the update it was running.
+            group.setdefault("max_inner", None)
+            group.setdefault("max_step_growth", None)
+            group.setdefault("bounded_decay", False)
             self._backfill(group, template=self.param_groups[0])
 
     def _global(self, key: str) -> Any:
@@ -273,19 +303,23 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             self._record(k - 1, status="zero_grad", F=F, inner=inner, l1=l1)
             return ret
         e, e_hat = l1_ema_update(self._global("e"), l1, self._global("polyak_beta"), k)
+        numerator, denominator = self._polyak_factor(k, F, inner, e_hat)
         alphas, cs = [], []
         for group, params, beta in zip(self.param_groups, active, betas):
-            alpha = self._step_size(group, k, F, inner, e_hat)
+            alpha = self._step_size(group, k, numerator, denominator)
             c, group["lr_max"], group["weight_sum"] = averaging_weight(
                 k, alpha, group["lr_max"], group["weight_sum"], group["c_warmup"], group["r"], group["weight_lr_power"]
             )
             self._init_state(params)
-            self._update_group(group, params, k=k, alpha=alpha, beta=beta, c=c)
+            decay = bounded_decay_rate(alpha, group["weight_decay"], group["bounded_decay"])
+            self._update_group(group, params, k=k, alpha=alpha, beta=beta, c=c, weight_decay=decay)
             group["y_beta"] = beta
             alphas.append(alpha)
             cs.append(c)
         self._set_global("k", k)
         self._set_global("e", e)
+        if numerator > 0.0:
+            self._set_global("p_ref", numerator / denominator)
         self._record(k, status="ok", F=F, inner=inner, l1=l1, e_hat=e_hat, alphas=alphas, cs=cs, betas=betas)
         return ret
 
@@ -306,9 +340,33 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         self._record(self._global("k"), status="zero_grad")
         return True
 
-    def _step_size(self, group: dict[str, Any], k: int, F: float, inner: float, e_hat: float) -> float:
+    def _polyak_factor(self, k: int, F: float, inner: float, e_hat: float) -> tuple[float, float]:
+        """(b) The global Polyak factor P = numerator / denominator of eq. 4, with the safeguards on I and
+        on P's growth. Returned as the pair so that α = γ·numerator/denominator is computed exactly as the
+        paper's formula when no safeguard is on."""
+        floor = self._global("loss_floor")
+        if F < floor and not self._floor_warned:
+            self._floor_warned = True
+            warnings.warn(
+                f"{type(self).__name__}: the loss F={F:.6g} at step {k} is below loss_floor={floor:g}, so the "
+                "Polyak step is 0 and nothing is learned while it stays there. loss_floor must be a lower bound "
+                "of the loss: set it below the lowest value the loss can take (e.g. a Gaussian negative "
+                "log-likelihood can go below 0). This warning is shown once.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        numerator = polyak_numerator(F, inner, floor, self._global("max_inner"))
+        denominator = max(e_hat, TINY)
+        numerator = growth_bounded_numerator(
+            numerator, denominator, self._global("p_ref"), self._global("max_step_growth")
+        )
+        return numerator, denominator
+
+    def _step_size(self, group: dict[str, Any], k: int, numerator: float, denominator: float) -> float:
+        """α for one group: γ (its lr times the warmup ramp) times P, then the cap (eq. 4)."""
         gamma = float(group["lr"]) * warmup_factor(k, group["warmup_steps"])
-        return polyak_step(F, inner, e_hat, gamma, group["loss_floor"], group["max_step"])
+        alpha = gamma * numerator / denominator
+        return alpha if group["max_step"] is None else min(alpha, group["max_step"])
 
     def _gather_statistics(
         self, loss_local: torch.Tensor | float, active: list[list[torch.Tensor]], betas: list[float]

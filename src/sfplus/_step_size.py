@@ -15,6 +15,9 @@ __all__ = [
     "polyak_step",
     "warmup_factor",
     "averaging_weight",
+    "polyak_numerator",
+    "growth_bounded_numerator",
+    "bounded_decay_rate",
 ]
 
 #: Floor for the Polyak denominator (eq. 4): ``max(ê, TINY)``.
@@ -53,6 +56,43 @@ def polyak_step(
     numerator = max(0.0, loss - loss_floor + inner)
     alpha = gamma * numerator / max(e_hat, TINY)
     return alpha if max_step is None else min(alpha, max_step)
+
+
+def polyak_numerator(loss: float, inner: float, loss_floor: float, max_inner: float | None) -> float:
+    """The numerator of eq. 4, ``max(0, F - f* + I)``, with the safeguard ``max_inner`` (κ) on I.
+
+    With κ set, I enters as ``min(I, κ·max(F - f*, 0))``: I can lower the step as in the paper, but
+    raise it by at most κ times the loss gap. κ = 0 lets I only lower it. None (the paper) leaves I alone.
+    Why: I = β̃⟨g, z - x⟩ grows when a large step has moved z away from x, which raises α, which moves z
+    further (docs/algorithm.md, "Known behaviour").
+    """
+    gap = loss - loss_floor
+    if max_inner is not None:
+        inner = min(inner, max_inner * max(gap, 0.0))
+    return max(0.0, gap + inner)
+
+
+def growth_bounded_numerator(
+    numerator: float, denominator: float, p_ref: float, max_step_growth: float | None
+) -> float:
+    """The safeguard ``max_step_growth`` (ρ): the Polyak factor P = numerator/denominator may grow by at
+    most a factor 1 + ρ per step over ``p_ref``, the last positive P taken. Returns the (possibly lowered)
+    numerator, so that α is computed the same way with and without the bound.
+
+    No bound before the first positive step (``p_ref == 0``) or when ρ is None (the paper).
+    """
+    if max_step_growth is None or p_ref <= 0.0:
+        return numerator
+    return min(numerator, (1.0 + max_step_growth) * p_ref * denominator)
+
+
+def bounded_decay_rate(alpha: float, weight_decay: float, bounded: bool) -> float:
+    """The effective λ of eq. 5. Unbounded (the paper): λ, so z loses α²λ·y. Bounded: λ/(1 + α²λ), so z
+    loses α²λ/(1 + α²λ) < 1 of y, the implicit (proximal) form of the same decay: equal to first order
+    for small α²λ, and never more than all of y however large α gets."""
+    if not bounded:
+        return weight_decay
+    return weight_decay / (1.0 + alpha * alpha * weight_decay)
 
 
 def warmup_factor(k: int, warmup_steps: int) -> float:

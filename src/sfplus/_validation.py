@@ -84,6 +84,21 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
     loss_floor = _real("loss_floor", group["loss_floor"])
     if not math.isfinite(loss_floor):
         raise ValueError(f"Invalid loss_floor value: {loss_floor} (expected a finite lower bound of the loss)")
+    for name in ("max_inner", "max_step_growth"):
+        if group[name] is not None:
+            value = _real(name, group[name])
+            if not 0.0 <= value < math.inf:
+                raise ValueError(f"Invalid {name} value: {value} (expected None or finite >= 0)")
+    if not isinstance(group["bounded_decay"], bool):
+        raise TypeError(f"Invalid bounded_decay value: {group['bounded_decay']!r} (expected True or False)")
+    if warn and 0.0 < lr < 0.05:
+        # A habit from AdamW: lr=1e-3 scales the Polyak step down a thousandfold and training crawls.
+        warnings.warn(
+            f"lr={lr} looks like a learning rate, but in ScheduleFree+ lr is a multiplier γ of the Polyak step "
+            "(default 1.0): there is no learning rate to set. Values far below 1 slow training down by that factor.",
+            UserWarning,
+            stacklevel=2,
+        )
     if group["max_step"] is not None:
         max_step = _real("max_step", group["max_step"])
         if not 0.0 < max_step < math.inf:

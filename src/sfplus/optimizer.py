@@ -156,7 +156,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             beta1=beta1,
             beta2=beta2,
             eps=group["eps"],
-            weight_decay=group["weight_decay"],
+            weight_decay=s["weight_decay"],  # λ, or its bounded form (bounded_decay)
             path=self._path(group),
         )
 

@@ -66,7 +66,7 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
         k, alpha, beta, c = s["k"], s["alpha"], s["beta"], s["c"]
         beta1, beta2 = group["betas"]
-        eps, lam = group["eps"], group["weight_decay"]
+        eps, lam = group["eps"], s["weight_decay"]  # λ, or its bounded form (bounded_decay)
         for p in params:
             state = self.state[p]
             g = D.local(p.grad).to(self._state_dtype(p))

@@ -15,6 +15,7 @@ import sfplus
 
 #: Every piece of the step is switched on: warmup, β annealing, the L1 EMA, warm start, AdamC decay.
 OPT_KW: dict[str, Any] = dict(
+    **sfplus.PAPER,  # the paper's exact update: these tests hold it to one process
     warmup_steps=3,
     sf_beta1_anneal_steps=10,
     polyak_beta=0.9,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import cases
 import pytest
 import torch
 
-import sfplus
 from sfplus import _distributed as D
 
 
@@ -27,7 +27,7 @@ def test_which_backends_reduce_cpu_tensors(backend, cpu_ok):
     assert D._reduces_cpu_tensors(backend) is cpu_ok
 
 
-@pytest.mark.parametrize("cls", [sfplus.ScheduleFreePlus, sfplus.ScheduleFreePlusReference])
+@pytest.mark.parametrize("cls", [cases.ScheduleFreePlus, cases.ScheduleFreePlusReference])
 def test_zero_grad_step_without_loss_only_allocates_state(cls, gen):
     """What torch.distributed.checkpoint.state_dict does to a fresh optimizer before loading into it."""
     model = torch.nn.Linear(4, 3).double()
@@ -48,6 +48,6 @@ def test_zero_grad_step_without_loss_only_allocates_state(cls, gen):
 
 
 def test_step_without_loss_and_without_grads_still_asks_for_the_loss():
-    opt = sfplus.ScheduleFreePlus(torch.nn.Linear(2, 2).parameters())
+    opt = cases.ScheduleFreePlus(torch.nn.Linear(2, 2).parameters())
     with pytest.raises(ValueError, match="loss="):
         opt.step()

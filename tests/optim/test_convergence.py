@@ -10,11 +10,10 @@ quadratic, and a ``max_step`` cap for the MLP.
 
 from __future__ import annotations
 
+import cases
 import pytest
 import torch
 from cases import ALL_FEATURES, CLASSES, MLPProblem, OptimizerCase, case_params, quadratic_loss, quadratic_params
-
-import sfplus
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -52,7 +51,7 @@ def test_realizable_quadratic_converges_to_the_optimum(kwargs):
     6e-2 with polyak_ema, 1.5e-5 to 6e-3 with all_features)."""
     gen = torch.Generator().manual_seed(20)
     W, b = quadratic_params(gen)
-    opt = sfplus.ScheduleFreePlus([W, b], **kwargs)
+    opt = cases.ScheduleFreePlus([W, b], **kwargs)
     distances = []
     for k in range(1, 1001):
         inputs = torch.randn(16, 5, generator=gen, dtype=torch.float64)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import warnings
 
+import cases
 import pytest
 import torch
 from cases import CLASSES, OPTIMIZER_CASES, OptimizerCase, case_params, error_params
-
-import sfplus
 
 
 def _param(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> torch.nn.Parameter:
@@ -39,7 +38,7 @@ def test_add_param_group_rejects_and_keeps_nothing(cls, case, gen):
 
 @pytest.mark.parametrize("key, value", [("polyak_beta", 0.5), ("loss_floor", 0.1), ("nonfinite", "raise")])
 def test_global_hyperparameter_cannot_differ_per_group(key, value, gen):
-    opt = sfplus.ScheduleFreePlus([_param(gen, 3)])
+    opt = cases.ScheduleFreePlus([_param(gen, 3)])
     with pytest.raises(ValueError, match=rf"Invalid {key} value: .* {key} is global"):
         opt.add_param_group({"params": [_param(gen, 2)], key: value})
     assert len(opt.param_groups) == 1
@@ -47,11 +46,11 @@ def test_global_hyperparameter_cannot_differ_per_group(key, value, gen):
 
 def test_tiny_weight_decay_warns_once(gen):
     with pytest.warns(UserWarning, match=r"weight_decay=0\.1 is tiny .* 5-50") as record:
-        sfplus.ScheduleFreePlus([_param(gen, 3)], weight_decay=0.1)
+        cases.ScheduleFreePlus([_param(gen, 3)], weight_decay=0.1)
     assert len([w for w in record if "weight_decay" in str(w.message)]) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sfplus.ScheduleFreePlus([_param(gen, 3)], weight_decay=20.0)  # AdamC-sized: no warning
+        cases.ScheduleFreePlus([_param(gen, 3)], weight_decay=20.0)  # AdamC-sized: no warning
 
 
 # ---------------------------------------------------------------------------------- param structure

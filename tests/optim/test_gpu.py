@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+import cases
 import pytest
 import torch
 from cases import ALL_FEATURES, MLPProblem
@@ -47,7 +48,7 @@ def test_mixed_dtypes_foreach_matches_forloop():
     runs = []
     for foreach in (False, True):
         params = _mixed_params(60)
-        opt = sfplus.ScheduleFreePlus(params, foreach=foreach, polyak_beta=0.9)
+        opt = cases.ScheduleFreePlus(params, foreach=foreach, polyak_beta=0.9)
         for _ in range(5):
             opt.zero_grad()
             loss = _mixed_loss(params)
@@ -64,7 +65,7 @@ def test_compiled_step_matches_eager():
     runs = []
     for flags in (dict(foreach=False), dict(fused=True)):
         problem = _on(MLPProblem.make(torch.Generator().manual_seed(61)), "cuda", torch.float32)
-        opt = sfplus.ScheduleFreePlus(problem.groups(), **flags, **ALL_FEATURES)
+        opt = cases.ScheduleFreePlus(problem.groups(), **flags, **ALL_FEATURES)
         for _ in range(6):
             opt.step(problem.closure_for(opt))
         runs.append([p.detach().clone() for p in problem.params.values()])
@@ -75,13 +76,13 @@ def test_compiled_step_matches_eager():
 
 def test_cpu_state_dict_loads_into_cuda_and_steps_alike():
     cpu = MLPProblem.make(torch.Generator().manual_seed(62))
-    opt = sfplus.ScheduleFreePlus(cpu.groups(), **ALL_FEATURES)
+    opt = cases.ScheduleFreePlus(cpu.groups(), **ALL_FEATURES)
     for _ in range(4):
         opt.step(cpu.closure_for(opt))
     saved = opt.state_dict()
     kept = copy.deepcopy(saved)
     cuda = _on(cpu, "cuda")
-    twin = sfplus.ScheduleFreePlus(cuda.groups(), **ALL_FEATURES)
+    twin = cases.ScheduleFreePlus(cuda.groups(), **ALL_FEATURES)
     twin.load_state_dict(saved)
     for pid, state in saved["state"].items():  # the argument is neither moved nor changed
         for key, t in state.items():
@@ -98,7 +99,7 @@ def test_foreach_step_peak_memory_is_bounded():
     """Beyond the params, grads and z, m, v, a foreach step allocates one param-sized list (the Adam
     denominator) plus small per-tensor temporaries: the peak rise stays below 2× the param bytes."""
     params = [torch.nn.Parameter(torch.zeros(1 << 20, device="cuda")) for _ in range(4)]
-    opt = sfplus.ScheduleFreePlus(params, foreach=True)
+    opt = cases.ScheduleFreePlus(params, foreach=True)
     for p in params:
         p.grad = torch.full_like(p, 0.01)
     opt.step(loss=1.0)  # allocates the state

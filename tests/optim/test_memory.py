@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import cases
 import pytest
 import torch
 from cases import ALL_FEATURES, MLPProblem, OptimizerCase, case_params
-
-import sfplus
 
 
 def _tensors_outside_state(opt: torch.optim.Optimizer) -> list[str]:
@@ -21,7 +20,7 @@ def _tensors_outside_state(opt: torch.optim.Optimizer) -> list[str]:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_exactly_z_m_v_per_param(case: OptimizerCase, dtype):
     problem = MLPProblem.make(torch.Generator().manual_seed(50), dtype=dtype)
-    opt = case.make(sfplus.ScheduleFreePlus, problem.groups())
+    opt = case.make(cases.ScheduleFreePlus, problem.groups())
     for _ in range(3):
         opt.step(problem.closure_for(opt))
     for name, p in problem.params.items():
@@ -37,7 +36,7 @@ def test_exactly_z_m_v_per_param(case: OptimizerCase, dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_adds_only_an_fp32_master(dtype):
     problem = MLPProblem.make(torch.Generator().manual_seed(51), dtype=dtype)
-    opt = sfplus.ScheduleFreePlus(problem.groups(), **ALL_FEATURES)
+    opt = cases.ScheduleFreePlus(problem.groups(), **ALL_FEATURES)
     for _ in range(3):
         opt.step(problem.closure_for(opt))
     for name, p in problem.params.items():
@@ -47,7 +46,7 @@ def test_low_precision_adds_only_an_fp32_master(dtype):
         assert torch.equal(state["y"].to(dtype), p.detach()), f"{name}: the param is the rounded master y"
 
 
-@pytest.mark.parametrize("cls", [sfplus.ScheduleFreePlus, sfplus.ScheduleFreePlusReference])
+@pytest.mark.parametrize("cls", [cases.ScheduleFreePlus, cases.ScheduleFreePlusReference])
 @pytest.mark.parametrize("foreach", [False, True])
 def test_two_identical_runs_are_identical(cls, foreach):
     runs = []
@@ -70,7 +69,7 @@ def test_two_identical_runs_are_identical(cls, foreach):
 def test_step_counter_is_an_exact_int():
     """k is a Python int (a float32 counter stops counting exactly beyond 2**24 steps)."""
     problem = MLPProblem.make(torch.Generator().manual_seed(53))
-    opt = sfplus.ScheduleFreePlus(problem.groups())
+    opt = cases.ScheduleFreePlus(problem.groups())
     opt.step(problem.closure_for(opt))
     for group in opt.param_groups:
         group["k"] = 2**24 + 1  # as if resumed late in a long run

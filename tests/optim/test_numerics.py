@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import cases
 import pytest
 import torch
 from cases import (
@@ -24,8 +25,6 @@ from cases import (
     quadratic_params,
     snapshot,
 )
-
-import sfplus
 
 
 def _primed(cls: type, seed: int = 0, steps: int = 4, **kwargs) -> tuple[MLPProblem, torch.optim.Optimizer]:
@@ -212,7 +211,7 @@ def _lowp_run(case: OptimizerCase, dtype: torch.dtype, steps: int) -> tuple[list
     W = torch.nn.Parameter(torch.randn(8, 16, generator=gen).to(dtype))
     b = torch.nn.Parameter(torch.randn(8, generator=gen).to(dtype))
     eval_inputs = torch.randn(256, 16, generator=torch.Generator().manual_seed(14))
-    opt = case.make(sfplus.ScheduleFreePlus, [W, b])
+    opt = case.make(cases.ScheduleFreePlus, [W, b])
     eval_losses = []
     for k in range(1, steps + 1):
         inputs = torch.randn(32, 16, generator=gen)
@@ -244,7 +243,7 @@ def test_low_precision_trains_like_fp32(dtype, case: OptimizerCase):
 # ------------------------------------------------------------------------------ GradScaler
 def _scaler_run(use_scaler: bool, inject_inf_at: int | None = None):
     problem = MLPProblem.make(torch.Generator().manual_seed(15))
-    opt = sfplus.ScheduleFreePlus(problem.groups(), polyak_beta=0.9)
+    opt = cases.ScheduleFreePlus(problem.groups(), polyak_beta=0.9)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1000) if use_scaler else None
     alphas, snapshots = [], []
     for i in range(6):

@@ -15,6 +15,7 @@ import math
 import warnings
 from typing import Any
 
+import cases
 import pytest
 import torch
 from cases import OPTIMIZER_CASES, MLPProblem, OptimizerCase, case_params
@@ -68,8 +69,8 @@ def _close(a: float, b: float) -> bool:
 
 @pytest.mark.parametrize("case", case_params())
 def test_fast_matches_reference(case: OptimizerCase):
-    ref = _run(sfplus.ScheduleFreePlusReference, case, foreach=False, seed=0)
-    fast = _run(sfplus.ScheduleFreePlus, case, foreach=False, seed=0)
+    ref = _run(cases.ScheduleFreePlusReference, case, foreach=False, seed=0)
+    fast = _run(cases.ScheduleFreePlus, case, foreach=False, seed=0)
     tol = dict(rtol=1e-10, atol=1e-12)
     for step, (r, f) in enumerate(zip(ref, fast)):
         where = f"{case.desc}, step {step}"
@@ -99,8 +100,8 @@ def test_fast_matches_reference(case: OptimizerCase):
 @pytest.mark.parametrize("case", case_params())
 def test_foreach_matches_forloop_bitwise(case: OptimizerCase):
     assert case.supports_foreach
-    loop = _run(sfplus.ScheduleFreePlus, case, foreach=False, seed=1)
-    multi = _run(sfplus.ScheduleFreePlus, case, foreach=True, seed=1)
+    loop = _run(cases.ScheduleFreePlus, case, foreach=False, seed=1)
+    multi = _run(cases.ScheduleFreePlus, case, foreach=True, seed=1)
     for step, (a, b) in enumerate(zip(loop, multi)):
         for name in a["params"]:
             assert torch.equal(a["params"][name], b["params"][name]), f"{case.desc} step {step}: {name}"
@@ -115,7 +116,7 @@ def test_foreach_matches_forloop_bitwise(case: OptimizerCase):
 def test_frozen_layer_has_no_state_until_it_trains():
     """A param whose grad is None at step 1 gets no state; it is left alone by eval()/train()."""
     problem = MLPProblem.make(torch.Generator().manual_seed(3))
-    opt = sfplus.ScheduleFreePlus(problem.groups(), sf_beta1_anneal_steps=4, sf_beta1=0.8)
+    opt = cases.ScheduleFreePlus(problem.groups(), sf_beta1_anneal_steps=4, sf_beta1=0.8)
     frozen = problem.params["W1"]
     before = frozen.detach().clone()
     for _ in range(3):
@@ -138,11 +139,11 @@ FUSED_CASES = tuple(c for c in OPTIMIZER_CASES if c.desc in ("default", "all_fea
 def test_fused_matches_reference(case: OptimizerCase):
     """The torch.compile'd path (one pass per tensor) against the reference; it rounds differently, so
     the tolerance is the fast-vs-reference one. Skipped where this torch cannot compile."""
-    ref = _run(sfplus.ScheduleFreePlusReference, case, foreach=False, seed=2)
+    ref = _run(cases.ScheduleFreePlusReference, case, foreach=False, seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a failed compile falls back with a warning: not here
         try:
-            fused = _run(sfplus.ScheduleFreePlus, case, foreach=None, seed=2, fused=True)
+            fused = _run(cases.ScheduleFreePlus, case, foreach=None, seed=2, fused=True)
         except RuntimeWarning as exc:
             pytest.skip(f"torch.compile is unavailable here: {exc}")
     if sfplus.functional.resolve_path(None, True, [torch.zeros(1)]) != "fused":

@@ -6,10 +6,9 @@ equation, no shared helpers.
 
 import math
 
+import cases
 import pytest
 import torch
-
-import sfplus
 
 FEATURES = dict(
     lr=1.0,
@@ -89,10 +88,10 @@ def regression_problem(seed=0, n=64, d=6):
 
 
 PATHS = [
-    (sfplus.ScheduleFreePlusReference, {}),
-    (sfplus.ScheduleFreePlus, dict(foreach=False, fused=False)),
-    (sfplus.ScheduleFreePlus, dict(foreach=True, fused=False)),
-    (sfplus.ScheduleFreePlus, dict(fused=True)),
+    (cases.ScheduleFreePlusReference, {}),
+    (cases.ScheduleFreePlus, dict(foreach=False, fused=False)),
+    (cases.ScheduleFreePlus, dict(foreach=True, fused=False)),
+    (cases.ScheduleFreePlus, dict(fused=True)),
 ]
 
 
@@ -129,7 +128,7 @@ def test_matches_transcription_every_step(cls, path, via):
 
 def test_fast_keeps_three_buffers_per_param():
     params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
-    opt = sfplus.ScheduleFreePlus(params)
+    opt = cases.ScheduleFreePlus(params)
     loss = sum((p**2).sum() for p in params)
     loss.backward()
     opt.step(loss=loss)

@@ -15,11 +15,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cases
 import pytest
 import torch
 from cases import ALL_FEATURES, CLASSES, MLPProblem, assert_snapshots_equal, snapshot
-
-import sfplus
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SETTINGS = [pytest.param({}, id="default"), pytest.param(ALL_FEATURES, id="all_features")]
@@ -166,11 +165,11 @@ def test_mismatched_load_raises_and_changes_nothing(cls, change):
 
 
 def test_load_does_not_alias_or_mutate_the_argument():
-    _, opt = _prime(sfplus.ScheduleFreePlus, {})
+    _, opt = _prime(cases.ScheduleFreePlus, {})
     saved = opt.state_dict()
     kept = copy.deepcopy(saved)
     problem = MLPProblem.make(torch.Generator().manual_seed(0))
-    twin = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5))
+    twin = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5))
     twin.load_state_dict(saved)
     for state in twin.state.values():
         for t in state.values():
@@ -208,9 +207,9 @@ _SAVER = textwrap.dedent(
     import sys, torch
     sys.path.insert(0, {tests!r})
     from cases import ALL_FEATURES, MLPProblem
-    import sfplus
+    import cases
     problem = MLPProblem.make(torch.Generator().manual_seed(0))
-    opt = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5), **ALL_FEATURES)
+    opt = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5), **ALL_FEATURES)
     for _ in range(6):
         opt.step(problem.closure_for(opt))
     torch.save({{"params": {{n: p.detach() for n, p in problem.params.items()}}, "optimizer": opt.state_dict()}},
@@ -226,14 +225,14 @@ def test_state_saved_in_another_process_resumes_in_lockstep(tmp_path):
     checkpoint = torch.load(path, weights_only=True)
     # The uninterrupted run, in this process.
     problem = MLPProblem.make(torch.Generator().manual_seed(0))
-    opt = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5), **ALL_FEATURES)
+    opt = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5), **ALL_FEATURES)
     for _ in range(6):
         opt.step(problem.closure_for(opt))
     resumed = MLPProblem.make(torch.Generator().manual_seed(0))
     with torch.no_grad():
         for name, p in resumed.params.items():
             p.copy_(checkpoint["params"][name])
-    twin = sfplus.ScheduleFreePlus(resumed.groups(group1_lr=0.5), **ALL_FEATURES)
+    twin = cases.ScheduleFreePlus(resumed.groups(group1_lr=0.5), **ALL_FEATURES)
     twin.load_state_dict(checkpoint["optimizer"])
     for i in range(5):
         opt.step(problem.closure_for(opt))
@@ -256,7 +255,7 @@ def test_v1_state_dict_loads_and_steps():
     with torch.no_grad():
         for name, p in problem.params.items():
             p.copy_(saved["params"][name])
-    opt = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5), **v1.SETTINGS)
+    opt = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5), **v1.SETTINGS)
     opt.load_state_dict(saved["optimizer"])
     assert opt.param_groups[0]["k"] == v1.NUM_STEPS
     for _ in range(3):
@@ -310,18 +309,18 @@ def test_state_dict_of_the_other_class_is_refused(source, target):
     problem = MLPProblem.make(torch.Generator().manual_seed(0))
     twin = target(problem.groups(group1_lr=0.5))
     before = snapshot(twin)
-    expected = r"lacks 'x'" if target is sfplus.ScheduleFreePlusReference else r"unexpected keys \['x', 'y'\]"
+    expected = r"lacks 'x'" if target is cases.ScheduleFreePlusReference else r"unexpected keys \['x', 'y'\]"
     with pytest.raises(ValueError, match=rf"state for param 0 in group 0 .*{expected}"):
         twin.load_state_dict(opt.state_dict())
     assert_snapshots_equal(before, snapshot(twin), "after a refused load")
 
 
 def test_state_for_an_unlisted_parameter_is_refused():
-    _, opt = _prime(sfplus.ScheduleFreePlus, {}, steps=2)
+    _, opt = _prime(cases.ScheduleFreePlus, {}, steps=2)
     saved = opt.state_dict()
     saved["state"][99] = saved["state"][0]
     problem = MLPProblem.make(torch.Generator().manual_seed(0))
-    twin = sfplus.ScheduleFreePlus(problem.groups(group1_lr=0.5))
+    twin = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5))
     with pytest.raises(ValueError, match="state for parameter id 99, which no group lists"):
         twin.load_state_dict(saved)
     assert not any(twin.state.values())

@@ -8,11 +8,10 @@ tensors and is exact.
 
 from __future__ import annotations
 
+import cases
 import pytest
 import torch
 from cases import CLASSES, MLPProblem, OptimizerCase, case_params, quadratic_loss, quadratic_params
-
-import sfplus
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -26,8 +25,8 @@ def _train(opt: torch.optim.Optimizer, problem: MLPProblem, steps: int) -> None:
 def test_eval_holds_x_and_train_holds_y(case: OptimizerCase):
     """Against the reference's stored x and y, after 6 steps in lockstep."""
     problems = [MLPProblem.make(torch.Generator().manual_seed(5)) for _ in range(2)]
-    ref = case.make(sfplus.ScheduleFreePlusReference, problems[0].groups())
-    fast = case.make(sfplus.ScheduleFreePlus, problems[1].groups())
+    ref = case.make(cases.ScheduleFreePlusReference, problems[0].groups())
+    fast = case.make(cases.ScheduleFreePlus, problems[1].groups())
     _train(ref, problems[0], 6)
     _train(fast, problems[1], 6)
     ref_params, fast_params = problems[0].params, problems[1].params
@@ -64,7 +63,7 @@ def test_train_and_eval_are_idempotent(cls):
 
 def test_reference_round_trips_exactly():
     problem = MLPProblem.make(torch.Generator().manual_seed(7))
-    opt = sfplus.ScheduleFreePlusReference(problem.groups(), sf_beta1=0.5)
+    opt = cases.ScheduleFreePlusReference(problem.groups(), sf_beta1=0.5)
     _train(opt, problem, 5)
     y = [p.detach().clone() for p in problem.params.values()]
     opt.eval()
@@ -83,7 +82,7 @@ def test_fast_round_trips_within_bound(dtype, sf_beta1, gen):
     n = 1000
     w = torch.nn.Parameter(torch.randn(64, generator=gen).to(dtype))
     target = torch.randn(64, generator=gen).to(dtype)
-    opt = sfplus.ScheduleFreePlus([w], sf_beta1=sf_beta1)
+    opt = cases.ScheduleFreePlus([w], sf_beta1=sf_beta1)
     for _ in range(20):
         opt.zero_grad()
         loss = ((w - target) ** 2).mean()
@@ -107,7 +106,7 @@ def test_low_precision_train_restores_the_master_exactly():
     """bf16 params: train() copies y back from the fp32 master, so toggling never accumulates rounding."""
     gen = torch.Generator().manual_seed(8)
     w = torch.nn.Parameter(torch.randn(32, generator=gen).to(torch.bfloat16))
-    opt = sfplus.ScheduleFreePlus([w])
+    opt = cases.ScheduleFreePlus([w])
     for _ in range(5):
         opt.zero_grad()
         loss = (w.float() ** 2).mean()

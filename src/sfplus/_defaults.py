@@ -1,0 +1,85 @@
+"""The two sets of defaults: the library's robust one, and the paper's exact update (``sfplus.PAPER``).
+
+``ScheduleFreePlus(params)`` takes every hyperparameter it is not given from the preset ``"robust"``;
+``ScheduleFreePlus(params, **sfplus.PAPER)`` (that is, ``preset="paper"``) from the public reference
+code's defaults with every safeguard off, which is the paper's update. An argument given explicitly
+always wins, so ``ScheduleFreePlus(params, **sfplus.PAPER, weight_decay=20.0)`` is the paper's update
+with λ = 20. ``sfplus.PRESETS`` holds both tables; docs/algorithm.md ("Defaults") says why each robust
+value is what it is, with the measurements behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEFAULT", "PRESETS", "PAPER", "resolve"]
+
+
+class _Default:
+    """The marker for 'not given': the preset supplies the value."""
+
+    _instance = None
+
+    def __new__(cls) -> _Default:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+    def __reduce__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+#: The public reference code's defaults, every safeguard off: the paper's update.
+_PAPER: dict[str, Any] = dict(
+    lr=1.0,
+    betas=(0.9, 0.95),
+    eps=1e-8,
+    weight_decay=0.0,
+    warmup_steps=0,
+    sf_beta1=0.9,
+    sf_beta1_max=0.965,
+    sf_beta1_anneal_steps=0,
+    polyak_beta=0.0,
+    c_warmup=0,
+    r=0.0,
+    weight_lr_power=2.0,
+    loss_floor=0.0,
+    max_step=None,
+    max_inner=None,
+    max_step_growth=None,
+    bounded_decay=False,
+)
+
+#: The library's defaults: one configuration for every model size and run length (nothing in it is a
+#: fraction of a horizon or depends on the model's size), chosen on the robustness suite and the
+#: language-model benchmark (benchmarks/RESULTS.md).
+_ROBUST: dict[str, Any] = dict(
+    _PAPER,
+    warmup_steps=50,
+    weight_decay=10.0,
+    sf_beta1_anneal_steps=1000,
+    polyak_beta=0.9,
+    c_warmup=100,
+    r=1.0,
+    max_inner=0.0,
+    max_step_growth=0.05,
+    bounded_decay=True,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {"robust": _ROBUST, "paper": _PAPER}
+
+#: The constructor arguments that give the paper's exact update: ``ScheduleFreePlus(params, **PAPER)``.
+PAPER: dict[str, Any] = {"preset": "paper"}
+
+
+def resolve(preset: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter: the given ones, and the preset's for those left at ``DEFAULT``."""
+    if preset not in PRESETS:
+        raise ValueError(f"Invalid preset value: {preset!r} (expected one of {tuple(PRESETS)})")
+    table = PRESETS[preset]
+    return {name: (table[name] if value is DEFAULT else value) for name, value in given.items()}
