@@ -113,8 +113,9 @@ def test_cli_table_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture
 
     assert main(["predict", str(tmp_path / "missing")]) == 2
     assert "metrics.jsonl does not exist" in capsys.readouterr().err
-    assert main(["predict", str(run), "--fraction", "0.01"]) == 2
-    assert "raise --fraction" in capsys.readouterr().err
+    # Too few evaluations in the fraction: the fit takes the first 4 and says so.
+    assert main(["predict", str(run), "--fraction", "0.01"]) == 0
+    assert "fitted steps 1..80 (0.13 of the run)" in capsys.readouterr().err
     assert main(["predict", str(run), "--fraction", "1.5"]) == 2
     assert main(["predict", str(run), "--metric", "nope"]) == 2
     bad = write_run(tmp_path / "bad", [{"step": 1, "val_loss": 3.0}])
@@ -140,3 +141,54 @@ def test_predict_reads_a_bench_run_record(tmp_path: Path) -> None:
     path.write_text(json.dumps({"job": {}}))
     with pytest.raises(UserError, match="not an sfplus bench run record"):
         predict_run(path)
+
+
+def test_several_runs_one_bad_the_others_still_print(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_run(tmp_path / "good", synthetic_rows(600, every=20, noise=0.0, seed=3))
+    few = write_run(tmp_path / "few", [{"step": s, "val_loss": curve(s)} for s in (0, 50, 100, 150, 200)],
+                    {"optim": {"c_warmup": 100}, "steps": 600})
+    assert main(["predict", str(tmp_path / "missing"), str(few), str(good)]) == 2
+    captured = capsys.readouterr()
+    assert f"| {good} |" in captured.out and str(few) not in captured.out
+    err = captured.err
+    assert "missing" in err and "metrics.jsonl does not exist" in err
+    # 2 evaluations after the warm start; the message says where it looked, in increasing steps.
+    assert "only 2 evaluations of val_loss from step 101 on, and 2 in steps 101..300" in err
+    late = write_run(tmp_path / "late", [{"step": s, "val_loss": curve(s)} for s in (0, 50, 150, 200)],
+                     {"optim": {"c_warmup": 100}, "steps": 120})
+    with pytest.raises(UserError, match=r"after step 101 \(the first 0.3 of 120 steps ends at step 36\)"):
+        predict_run(late, fraction=0.3)
+
+
+def test_the_prediction_says_how_sure_it_is(tmp_path: Path) -> None:
+    noisy = write_run(tmp_path / "noisy", synthetic_rows(600, every=20, noise=0.01, seed=1))
+    p = predict_run(noisy, fraction=0.5)
+    assert p.stderr is not None and 0 < p.stderr < 0.05 and p.note is None
+    assert abs(p.abs_error) < 4 * p.stderr + 0.01
+    # A plateau (the loss stopped falling in the fitted part) is flagged: a later descent cannot be foreseen.
+    flat = write_run(tmp_path / "flat", [{"step": s, "val_loss": 2.3 + 0.001 * (s % 3)} for s in range(0, 601, 20)])
+    q = predict_run(flat, fraction=0.5, from_step=1)
+    assert q.note is not None and "stopped falling" in q.note
+
+
+def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 13: ``sfplus predict`` failed on the README's own run (1 evaluation in steps 101..175).
+
+    The README's command (the default recipe) with a 50k model and 600k tokens (293 steps, ~12 s): its
+    log-spaced evaluations give the default fit enough points after the warm start (c_warmup = 100).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = tmp_path / "quickstart"
+        assert main(["train", "--out", str(run), "--model", "50k", "--tokens", "600k", "--no-progress",
+                     "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    assert main(["predict", str(run), "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["target_step"] == 293 and p["fit_from_step"] == 101 and p["fit"]["num_points"] >= 4
+    assert p["actual"] is not None and p["stderr"] is not None and abs(p["rel_error"]) < 0.2
