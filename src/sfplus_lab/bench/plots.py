@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["draw_all"]
+__all__ = ["anytime_ylim", "draw_all"]
 
 _COLORS = {"sfplus": "black", "sfplus-gamma1": "tab:red", "sfplus-gamma1-wd1": "tab:pink",
            "sfplus-gamma1-wd0": "tab:brown", "sfplus-gamma1-wd20": "tab:olive", "sfplus-gamma1-wd50": "tab:cyan",
@@ -26,6 +26,17 @@ def _plt():
     return plt
 
 
+def anytime_ylim(block: dict[str, Any]) -> tuple[float, float] | None:
+    """The anytime figure's y range: from just below the lowest point of any drawn curve or marker (ScheduleFree+
+    runs past the longest budget, to ``sfplus_horizon``, and its best curve ends below every final value: it
+    was cut off when the range started at the lowest final) to 0.6 above the highest final value."""
+    finals = [c["final_pooled_mean"] for c in block["cells"] if math.isfinite(c["final_pooled_mean"])]
+    if not finals:
+        return None
+    lowest = min([y for run in block["anytime"].values() for _, y in run["curve"] if math.isfinite(y)] + finals)
+    return lowest - 0.05, max(finals) + 0.6
+
+
 def _anytime(block: dict[str, Any], budgets: list[float], title: str, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -41,9 +52,9 @@ def _anytime(block: dict[str, Any], budgets: list[float], title: str, path: Path
     for b in budgets:
         ax.axvline(b, color="grey", lw=0.6, ls="--")
     ax.set_xscale("log")
-    finals = [c["final_pooled_mean"] for c in block["cells"] if math.isfinite(c["final_pooled_mean"])]
-    if finals:
-        ax.set_ylim(min(finals) - 0.05, max(finals) + 0.6)
+    limits = anytime_ylim(block)
+    if limits is not None:
+        ax.set_ylim(*limits)
     ax.set_xlabel("tokens per parameter")
     ax.set_ylabel("validation loss (pooled; at x for schedule-free)")
     ax.set_title(title + "\nlines: best-LR runs at the longest budget; dots: best final value at each budget")
