@@ -3,27 +3,11 @@
 The baselines come from their own libraries (torch.optim, transformers' WSD schedule, ``schedulefree``)
 so a comparison measures ScheduleFree+ against the code people actually use, not a re-implementation.
 
-The default ScheduleFree+ configuration (``OptimConfig()``) is ONE fixed setting meant for every model
-size and token budget; nothing in it depends on the run's length:
-
-    lr=0.3 (the multiplier gamma, not a learning rate), warmup_steps=50, betas=(0.9, 0.95),
-    weight_decay=10 (AdamC scale: decay is alpha^2 * lambda), sf_beta1=0.9 annealed to sf_beta1_max=0.965
-    over sf_beta1_anneal_steps=1000, polyak_beta=0.9, c_warmup=2 * warmup_steps, r=1.
-
-It follows the paper's advice (beta 0.9 annealed to 0.965, polyak_beta 0.9, C_warmup 1-2x the warmup,
-r=1); the warmup and anneal lengths are fixed step counts, never fractions of a horizon. gamma=0.3
-instead of the library's 1.0 because of what the lab measured (built-in text, batch 16 x 128 bytes,
-seed 0, one run each; benchmarks/ holds the systematic comparison):
-
-- 1m model, 160 steps: gamma=1 with lambda=0 diverged (train loss 3.13 at step 100, 6.66 at step 160;
-  on the unigram plateau ||g||_1 fell from 73 to 6 and alpha grew to 0.3-0.5); gamma=1, lambda=10 ended
-  at val 3.06; gamma=0.3, lambda=10 at val 2.31; gamma=0.3, lambda=1 at 2.33; AdamW-cosine lr 3e-3 at 2.36.
-- 50k model, 320 steps: gamma=1 val 2.54, gamma=0.3 2.70, gamma=0.1 2.95, AdamW-cosine 2.42.
-- The default run (1m model, 586 steps, 1.2M tokens): gamma=0.3 ends at val 1.83 (2.02 at step 350);
-  gamma=1 was at 2.61 at step 350 (stopped there); AdamW lr 3e-3 (not tuned) ends at 1.69 with cosine
-  decay and 1.58 with WSD. At this small budget the default is behind the decaying baselines.
-
-So gamma=0.3 trades some speed on the smallest model for not diverging on larger ones.
+ScheduleFree+ takes every hyperparameter the config leaves as None from the library's own defaults
+(``sfplus.PRESETS[preset]``; ``preset="robust"`` unless set), so the lab trains exactly what
+``sfplus.ScheduleFreePlus(params)`` gives a user. The one thing the lab adds is the usual parameter
+grouping: AdamC decay on matrices and embeddings, none on norm gains and biases (``param_groups``).
+docs/algorithm.md ("Defaults") says why the defaults are what they are.
 """
 
 from __future__ import annotations
@@ -53,11 +37,11 @@ __all__ = [
 #: Optimizer names the lab knows, in the order the help text lists them.
 OPTIMIZERS = ("sfplus", "adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
 
-#: Per-optimizer defaults for the fields left as None. AdamW's lr suits the small lab models
-#: (bench tunes it); sf-adamw uses schedulefree's own default lr.
-_DEFAULT_LR = {"sfplus": 0.3, "adamw-wsd": 3e-3, "adamw-cosine": 3e-3, "adamw-linear": 3e-3, "sf-adamw": 2.5e-3}
+#: Baselines' defaults for the fields left as None (ScheduleFree+ takes the library's). AdamW's lr suits
+#: the small lab models (bench tunes it); sf-adamw uses schedulefree's own default lr.
+_DEFAULT_LR = {"adamw-wsd": 3e-3, "adamw-cosine": 3e-3, "adamw-linear": 3e-3, "sf-adamw": 2.5e-3}
 #: AdamC scale for ScheduleFree+ (multiplied by alpha^2), decoupled AdamW scale (multiplied by lr) otherwise.
-_DEFAULT_WEIGHT_DECAY = {"sfplus": 10.0, "adamw-wsd": 0.1, "adamw-cosine": 0.1, "adamw-linear": 0.1, "sf-adamw": 0.1}
+_DEFAULT_WEIGHT_DECAY = {"adamw-wsd": 0.1, "adamw-cosine": 0.1, "adamw-linear": 0.1, "sf-adamw": 0.1}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -66,12 +50,14 @@ class OptimConfig:
 
     name: str = "sfplus"
     """One of sfplus, adamw-wsd, adamw-cosine, adamw-linear, sf-adamw."""
+    preset: str = "robust"
+    """sfplus: the library's defaults ("robust") or the paper's exact update ("paper") for fields left None."""
     lr: float | None = None
-    """sfplus: the multiplier gamma of the Polyak step (1.0). Baselines: the peak learning rate."""
+    """sfplus: the multiplier gamma of the Polyak step (library default 1.0). Baselines: the peak learning rate."""
     warmup_steps: int = 50
     """Linear warmup, in optimizer steps (a fixed count, never a fraction of the run)."""
     weight_decay: float | None = None
-    """sfplus: AdamC lambda (scaled by alpha^2; default 10). Baselines: decoupled AdamW decay (default 0.1)."""
+    """sfplus: AdamC lambda (scaled by alpha^2; library default). Baselines: decoupled AdamW decay (default 0.1)."""
     betas: tuple[float, float] = (0.9, 0.95)
     """Adam's (beta1, beta2); for sfplus beta1 is the inner momentum."""
     eps: float = 1e-8
@@ -80,18 +66,25 @@ class OptimConfig:
     """sfplus / sf-adamw: interpolation weight of y between x and z (sf-adamw uses it as its beta1)."""
     sf_beta1_max: float = 0.965
     """sfplus: the value sf_beta1 is annealed to (in log(1 - beta))."""
-    sf_beta1_anneal_steps: int = 1000
-    """sfplus: steps over which sf_beta1 anneals to sf_beta1_max; 0 turns annealing off."""
-    polyak_beta: float = 0.9
-    """sfplus: EMA of the gradient's L1 norm in the Polyak denominator."""
+    sf_beta1_anneal_steps: int | None = None
+    """sfplus: steps over which sf_beta1 anneals to sf_beta1_max; 0 turns annealing off (library default)."""
+    polyak_beta: float | None = None
+    """sfplus: EMA of the gradient's L1 norm in the Polyak denominator (library default)."""
     c_warmup: int | None = None
-    """sfplus: steps during which the average x follows z; None = 2 * warmup_steps."""
+    """sfplus: steps during which the average x follows z; None = 2 * warmup_steps (the paper's advice; 100 at
+    the default warmup, the library's default)."""
+    max_inner: float | None = None
+    """sfplus: safeguard, I <= max_inner * (F - f*) (library default; docs/algorithm.md)."""
+    max_step_growth: float | None = None
+    """sfplus: safeguard, the Polyak factor grows at most this fraction per step (library default)."""
+    bounded_decay: bool | None = None
+    """sfplus: safeguard, AdamC decay in its implicit form alpha^2 lambda / (1 + alpha^2 lambda) (library default)."""
     r: float = 1.0
     """sfplus / sf-adamw: polynomial averaging power."""
     weight_lr_power: float = 2.0
     """sfplus / sf-adamw: power of the step size in the averaging weights."""
     max_step: float | None = None
-    """sfplus: optional cap on the Polyak step alpha (None = uncapped, as in the paper)."""
+    """sfplus: optional cap on the Polyak step alpha (None = uncapped)."""
     cooldown_frac: float = 0.2
     """adamw-wsd: fraction of the run spent in the final linear decay."""
     min_lr_ratio: float = 0.0
@@ -106,7 +99,10 @@ class OptimConfig:
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
         _check_int("warmup_steps", self.warmup_steps)
-        _check_int("sf_beta1_anneal_steps", self.sf_beta1_anneal_steps)
+        if self.preset not in ("robust", "paper"):
+            raise UserError(f"unknown sfplus preset {self.preset!r}; choose robust or paper")
+        if self.sf_beta1_anneal_steps is not None:
+            _check_int("sf_beta1_anneal_steps", self.sf_beta1_anneal_steps)
         if self.c_warmup is not None:
             _check_int("c_warmup", self.c_warmup)
         if self.lr is not None:
@@ -120,7 +116,13 @@ class OptimConfig:
         _check_number("eps", self.eps, low=0.0, low_open=True)
         _check_number("sf_beta1", self.sf_beta1, low=0.0, high=1.0, low_open=True)
         _check_number("sf_beta1_max", self.sf_beta1_max, low=self.sf_beta1, high=1.0)
-        _check_number("polyak_beta", self.polyak_beta, low=0.0, high=1.0)
+        if self.polyak_beta is not None:
+            _check_number("polyak_beta", self.polyak_beta, low=0.0, high=1.0)
+        for name in ("max_inner", "max_step_growth"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), low=0.0)
+        if self.bounded_decay is not None and not isinstance(self.bounded_decay, bool):
+            raise UserError(f"bounded_decay must be true or false, got {self.bounded_decay!r}")
         _check_number("r", self.r, low=0.0)
         _check_number("weight_lr_power", self.weight_lr_power, low=0.0)
         if self.max_step is not None:
@@ -135,13 +137,25 @@ class OptimConfig:
             )
 
     def resolved(self) -> OptimConfig:
-        """A copy with every None replaced by the value actually used (what config.json records)."""
-        return replace(
-            self,
-            lr=_DEFAULT_LR[self.name] if self.lr is None else self.lr,
-            weight_decay=_DEFAULT_WEIGHT_DECAY[self.name] if self.weight_decay is None else self.weight_decay,
-            c_warmup=2 * self.warmup_steps if self.c_warmup is None else self.c_warmup,
-        )
+        """A copy with every None replaced by the value actually used (what config.json records).
+
+        For sfplus the values come from the library (``sfplus.PRESETS[preset]``), so that a changed library
+        default changes the lab with it; the baselines use ``_DEFAULT_LR`` / ``_DEFAULT_WEIGHT_DECAY``.
+        """
+        if self.name != "sfplus":
+            return replace(
+                self,
+                lr=_DEFAULT_LR[self.name] if self.lr is None else self.lr,
+                weight_decay=_DEFAULT_WEIGHT_DECAY[self.name] if self.weight_decay is None else self.weight_decay,
+            )
+        from sfplus import PRESETS
+
+        table = PRESETS[self.preset]
+        fields = ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", "max_inner", "max_step_growth",
+                  "bounded_decay")  # fmt: skip
+        values = {f: table[f] if getattr(self, f) is None else getattr(self, f) for f in fields}
+        values["c_warmup"] = 2 * self.warmup_steps if self.c_warmup is None else self.c_warmup
+        return replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,6 +237,10 @@ def _build_sfplus(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim
         r=cfg.r,
         weight_lr_power=cfg.weight_lr_power,
         max_step=cfg.max_step,
+        max_inner=cfg.max_inner,
+        max_step_growth=cfg.max_step_growth,
+        bounded_decay=cfg.bounded_decay,
+        preset=cfg.preset,
     )
     opt.train()
     return opt

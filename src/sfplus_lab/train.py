@@ -28,9 +28,17 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--tokens-per-param": ("train", "tokens_per_param", "float", "training budget in tokens per parameter"),
     "--model": ("train", "model_size", "str", f"model size: {', '.join(PRESETS)} (default 1m)"),
     "--optimizer": ("optim", "name", "str", f"{', '.join(OPTIMIZERS)} (default sfplus)"),
-    "--lr": ("optim", "lr", "float", "sfplus: step multiplier gamma (default 0.3); baselines: peak learning rate"),
+    "--lr": ("optim", "lr", "float", "sfplus: step multiplier gamma (library default 1.0); baselines: peak learning rate"),
     "--warmup-steps": ("optim", "warmup_steps", "int", "linear warmup in steps (default 50)"),
-    "--weight-decay": ("optim", "weight_decay", "float", "sfplus: AdamC lambda (default 10); AdamW: 0.1"),
+    "--weight-decay": ("optim", "weight_decay", "float", "sfplus: AdamC lambda (library default 10); AdamW: 0.1"),
+    "--preset": ("optim", "preset", "str", "sfplus: defaults for the settings not given: robust (the library's) or "
+                 "paper (the paper's exact update, every safeguard off)"),
+    "--polyak-beta": ("optim", "polyak_beta", "float", "sfplus: EMA of ||g||_1 in the Polyak denominator"),
+    "--c-warmup": ("optim", "c_warmup", "int", "sfplus: steps the average follows z (default 2x warmup)"),
+    "--sf-beta1-anneal-steps": ("optim", "sf_beta1_anneal_steps", "int", "sfplus: steps of beta annealing"),
+    "--max-inner": ("optim", "max_inner", "float", "sfplus: safeguard, I <= max_inner * (F - f*)"),
+    "--max-step-growth": ("optim", "max_step_growth", "float", "sfplus: safeguard, per-step growth bound of P"),
+    "--max-step": ("optim", "max_step", "float", "sfplus: cap on the step alpha"),
     "--seed": ("train", "seed", "int", "seed for the initialisation and the batches (default 0)"),
     "--batch-size": ("data", "batch_size", "int", "sequences per step (default 16)"),
     "--seq-len": ("data", "seq_len", "int", "tokens per sequence (default 128)"),
@@ -102,6 +110,12 @@ def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
         text = getattr(args, flag[2:].replace("-", "_"))
         if text is not None:
             changes[section][field] = _parse(flag, kind, text)
+    if "preset" in changes["optim"]:
+        # A preset on the command line means "these defaults": drop the recipe's own ScheduleFree+ values
+        # (the quickstart's LAB_V1) unless a flag set them too.
+        for name in ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", "c_warmup", "max_inner",
+                     "max_step_growth", "bounded_decay"):  # fmt: skip
+            changes["optim"].setdefault(name, None)
     if "tokens" in changes["train"]:
         changes["train"].setdefault("tokens_per_param", None)
     elif "tokens_per_param" in changes["train"]:

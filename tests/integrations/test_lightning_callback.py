@@ -59,7 +59,7 @@ class Regressor(L.LightningModule):
         self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
 
     def configure_optimizers(self):
-        return ScheduleFreePlus(self.parameters(), warmup_steps=2)
+        return ScheduleFreePlus(self.parameters(), warmup_steps=2, c_warmup=4)
 
 
 def loaders():

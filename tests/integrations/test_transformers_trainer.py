@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
+import sfplus  # noqa: E402
 from sfplus import ScheduleFreePlus  # noqa: E402
 from sfplus.integrations.transformers import ScheduleFreePlusTrainer  # noqa: E402
 
@@ -85,7 +86,8 @@ def make_trainer(out: Path, *, sfplus_kwargs=None, **overrides) -> ScheduleFreeP
 
 
 def test_eval_at_x_learns_and_save_model_writes_x(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path / "run", sfplus_kwargs={"polyak_beta": 0.9})
+    # A short warmup and warm start: the library's (50 and 100 steps) would keep x = y for all 30 steps.
+    trainer = make_trainer(tmp_path / "run", sfplus_kwargs={"warmup_steps": 5, "c_warmup": 10})
     trainer.train()
     opt = trainer.sfplus_optimizer
     assert isinstance(opt, ScheduleFreePlus)
@@ -161,7 +163,10 @@ def test_schedule_is_constant_and_warmup_goes_to_the_optimizer(tmp_path: Path) -
     assert all(g["lr"] == 1.0 for g in opt.param_groups), "γ must stay the multiplier 1.0, not the Trainer's LR"
     assert all(g["warmup_steps"] == 3 for g in opt.param_groups)
     decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == trainer.args.weight_decay and no_decay["weight_decay"] == 0.0
+    assert all(g["c_warmup"] == 6 for g in opt.param_groups), "the warm start is twice the warmup"
+    # The Trainer's default weight_decay=0.0 is AdamW's; it must not switch AdamC decay off unasked.
+    assert trainer.args.weight_decay == 0.0
+    assert decay["weight_decay"] == sfplus.PRESETS["robust"]["weight_decay"] and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     assert all("norm" in names[id(p)] for p in no_decay["params"])
 
@@ -209,9 +214,22 @@ def test_user_optimizer_still_gets_the_loss(tmp_path: Path) -> None:
     assert trainer.lr_scheduler.get_last_lr() == [1.0]
 
 
-def test_rejects_params_and_weight_decay_in_sfplus_kwargs(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="weight_decay"):
-        make_trainer(tmp_path / "run", sfplus_kwargs={"weight_decay": 10.0})
+def test_rejects_params_in_sfplus_kwargs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="params"):
+        make_trainer(tmp_path / "run", sfplus_kwargs={"params": []})
+
+
+@pytest.mark.parametrize(
+    "sfplus_kwargs, args_decay, expected",
+    [({"weight_decay": 0.0}, 0.0, 0.0), ({"weight_decay": 0.0}, 20.0, 0.0), ({}, 20.0, 20.0), ({}, 0.0, 10.0)],
+    ids=["kwargs_off", "kwargs_win", "args_nonzero", "trainer_default"],
+)
+def test_weight_decay_of_the_decay_group(tmp_path: Path, sfplus_kwargs, args_decay, expected) -> None:
+    """sfplus_kwargs, else a non-zero TrainingArguments.weight_decay, else the library's λ (10)."""
+    trainer = make_trainer(tmp_path / "run", sfplus_kwargs=sfplus_kwargs, weight_decay=args_decay, max_steps=1)
+    trainer.create_optimizer()
+    decay, no_decay = trainer.optimizer.param_groups
+    assert decay["weight_decay"] == expected and no_decay["weight_decay"] == 0.0
 
 
 def test_evaluation_during_training_does_not_disturb_it(tmp_path: Path) -> None:

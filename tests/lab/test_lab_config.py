@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+
+import sfplus
 import torch
 
 from sfplus_lab.config import CheckpointConfig, DataConfig, RunConfig, TrainConfig
@@ -56,7 +58,9 @@ def test_resolved_config_round_trips_through_json():
     text = cfg.to_json()
     again = RunConfig.from_dict(json.loads(text))
     assert again.to_json() == text
-    assert json.loads(text)["optim"]["lr"] == 0.3  # None defaults are written as the values used
+    assert json.loads(text)["optim"]["polyak_beta"] == 0.9  # every value is written as used
+    robust = RunConfig.from_dict({**json.loads(text), "optim": {"preset": "robust"}}).to_dict()
+    assert robust["optim"]["max_step_growth"] == sfplus.PRESETS["robust"]["max_step_growth"]  # None -> library
 
 
 def test_unknown_field_in_saved_config_is_a_user_error():

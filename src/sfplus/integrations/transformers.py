@@ -15,8 +15,10 @@ training), and a decaying ``lr`` shrinks γ, which is a multiplier of the Polyak
 
 What it does:
 
-- builds :class:`sfplus.ScheduleFreePlus` over the Trainer's own decay / no-decay parameter groups
-  (``args.weight_decay`` is AdamC's λ: useful values are 5-50, not AdamW's 0.01);
+- builds :class:`sfplus.ScheduleFreePlus`, with the library's defaults, over the Trainer's own decay /
+  no-decay parameter groups. ``args.weight_decay`` is AdamC's λ (useful values 5-50, not AdamW's 0.01);
+  the Trainer's default 0.0 is read as "not set" and the library's λ is used, since taking it literally
+  would switch AdamC decay off unasked: ``sfplus_kwargs={"weight_decay": 0.0}`` turns it off;
 - hands the optimizer the loss of the step: the sum of what ``training_step`` returned for the step's
   micro-batches, which the Trainer has already divided for gradient accumulation, so it is the mean over
   the micro-batches that made the gradient (and, under data parallelism, the optimizer averages it over
@@ -24,8 +26,9 @@ What it does:
 - evaluates, predicts and saves (``save_model`` and the Trainer's checkpoints) at x, then returns to y;
   a checkpoint holds x in the weights and the optimizer state in eval mode, so the Trainer's own
   ``resume_from_checkpoint`` rebuilds y exactly where it was;
-- uses a constant LR schedule and gives ``args.warmup_steps`` to the optimizer's own warmup (counted
-  in optimizer steps); ``args.learning_rate`` and ``args.lr_scheduler_type`` are not used;
+- uses a constant LR schedule; a warmup set in ``args`` (``warmup_steps``, or ``warmup_ratio`` of the
+  planned steps) becomes the optimizer's own warmup, with ``c_warmup`` twice as long; with none set the
+  library's defaults apply. ``args.learning_rate`` and ``args.lr_scheduler_type`` are not used;
 - does not clip gradients unless asked: clipping shrinks ‖g‖₁ but not F and so inflates the step
   (ALGORITHM.md, pitfalls). ``allow_grad_clipping=True`` restores the Trainer's clipping.
 
@@ -55,6 +58,7 @@ except ImportError as exc:  # an optional dependency: say how to get it
     ) from exc
 
 from .._base import ScheduleFreePlusBase
+from .._defaults import PRESETS
 from ..optimizer import ScheduleFreePlus
 from ._common import LossRelay, unwrap_sfplus
 
@@ -80,9 +84,10 @@ class ScheduleFreePlusTrainer(Trainer):
 
     Args:
         *args, **kwargs: passed to ``transformers.Trainer`` unchanged.
-        sfplus_kwargs: keyword arguments for :class:`sfplus.ScheduleFreePlus` (``lr`` defaults to 1.0, a
-            multiplier of the Polyak step; ``warmup_steps`` defaults to ``args.warmup_steps``;
-            ``weight_decay`` of the decay group comes from ``args.weight_decay``).
+        sfplus_kwargs: keyword arguments for :class:`sfplus.ScheduleFreePlus`; anything not given takes the
+            library's default, except ``warmup_steps`` (from ``args`` when set there) and the decay
+            group's ``weight_decay`` (``sfplus_kwargs``, else a non-zero ``args.weight_decay``, else the
+            library's λ). ``sfplus_kwargs=sfplus.PAPER`` gives the paper's exact update.
         allow_grad_clipping: clip gradients to ``args.max_grad_norm`` as the Trainer does. Off by
             default because clipping inflates the Polyak step.
     """
@@ -91,7 +96,7 @@ class ScheduleFreePlusTrainer(Trainer):
         self, *args: Any, sfplus_kwargs: dict[str, Any] | None = None, allow_grad_clipping: bool = False, **kwargs: Any
     ) -> None:
         self.sfplus_kwargs = dict(sfplus_kwargs or {})
-        for key in ("params", "weight_decay"):
+        for key in ("params",):
             if key in self.sfplus_kwargs:
                 raise ValueError(
                     f"sfplus_kwargs[{key!r}] is not accepted: the Trainer builds the parameter groups and takes "
@@ -126,14 +131,35 @@ class ScheduleFreePlusTrainer(Trainer):
             decay = set(self.get_decay_parameter_names(opt_model))
             named = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
             groups = [
-                {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},
+                {"params": [p for n, p in named if n in decay], "weight_decay": self._decay_group_weight_decay()},
                 {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
             ]
             groups = [g for g in groups if g["params"]]
-            options = {"warmup_steps": self._default_warmup(), **self.sfplus_kwargs}
+            options = dict(self.sfplus_kwargs)
+            options.pop("weight_decay", None)  # already in the decay group
+            warmup = self._default_warmup()
+            if warmup > 0 and "warmup_steps" not in options:
+                # The user asked the Trainer for a warmup: the optimizer's own warmup takes it, and the warm
+                # start of the average is twice as long (the paper's advice; the library's default ratio).
+                options["warmup_steps"] = warmup
+                options.setdefault("c_warmup", 2 * warmup)
             self.optimizer = ScheduleFreePlus(groups, **options)
         self._sfplus_relay.attach(self.optimizer)
         return self.optimizer
+
+    def _decay_group_weight_decay(self) -> float:
+        """AdamC's λ for the decay group: ``sfplus_kwargs["weight_decay"]``, else a non-zero
+        ``TrainingArguments.weight_decay``, else the library's default.
+
+        The Trainer's own default is ``weight_decay=0.0``, meant for AdamW; taken as it is, it would switch
+        AdamC decay off without the user having asked for that. To turn it off, pass
+        ``sfplus_kwargs={"weight_decay": 0.0}``.
+        """
+        if "weight_decay" in self.sfplus_kwargs:
+            return float(self.sfplus_kwargs["weight_decay"])
+        if self.args.weight_decay:
+            return float(self.args.weight_decay)
+        return float(PRESETS["robust"]["weight_decay"])
 
     def _default_warmup(self) -> int:
         if self._sfplus_num_warmup is not None:

@@ -19,19 +19,22 @@ __all__ = ["BASELINES", "BENCH_SIZES", "SFPLUS_CONFIGS", "BenchConfig", "quick_c
 #: Baselines, each with an LR sweep. ScheduleFree+ ("sfplus") is always run as well.
 BASELINES = ("adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
 
-#: ScheduleFree+ configurations, each fixed in advance: overrides of the lab's ``OptimConfig(name="sfplus")``.
-#: "sfplus" (the headline) is the lab's documented default, untouched; "sfplus-gamma1" is the library's own
-#: default multiplier gamma = lr = 1.0 (the lab lowered it to 0.3 after seeing divergence at 1m params).
-#: The "-wd" ones are diagnostics at gamma = 1, not candidates picked by the benchmark: AdamC decay is
-#: alpha^2 * lambda per step, and at the bench's sizes alpha peaks near 0.1-0.2. lambda = 0 and 1 ask
-#: whether the lab's lambda = 10 over-regularises; 20 and 50 are the ends of the range the paper advises.
+#: ScheduleFree+ configurations, each fixed in advance: overrides of ``OptimConfig(name="sfplus")``.
+#: "sfplus" (the headline) is the library's default, untouched. "sfplus-gamma1" is the paper's exact update
+#: (every safeguard off) with the paper's LLM settings as the lab used them in 0.1.0 (gamma 1, warmup 50,
+#: lambda 10, beta annealed over 1000 steps, polyak_beta 0.9, c_warmup 100, r 1): the paper's row.
+#: "sfplus-lab-v1" is the same at gamma 0.3, the lab's default in 0.1.0. The "-wd" ones are diagnostics of
+#: the paper's row (lambda 0 / 1 / 20 / 50), not candidates picked by the benchmark.
+_PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "weight_decay": 10.0, "sf_beta1_anneal_steps": 1000,
+                              "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
 SFPLUS_CONFIGS: dict[str, dict[str, Any]] = {
     "sfplus": {},
-    "sfplus-gamma1": {"lr": 1.0},
-    "sfplus-gamma1-wd0": {"lr": 1.0, "weight_decay": 0.0},
-    "sfplus-gamma1-wd1": {"lr": 1.0, "weight_decay": 1.0},
-    "sfplus-gamma1-wd20": {"lr": 1.0, "weight_decay": 20.0},
-    "sfplus-gamma1-wd50": {"lr": 1.0, "weight_decay": 50.0},
+    "sfplus-gamma1": _PAPER_ROW,
+    "sfplus-lab-v1": {**_PAPER_ROW, "lr": 0.3},
+    "sfplus-gamma1-wd0": {**_PAPER_ROW, "weight_decay": 0.0},
+    "sfplus-gamma1-wd1": {**_PAPER_ROW, "weight_decay": 1.0},
+    "sfplus-gamma1-wd20": {**_PAPER_ROW, "weight_decay": 20.0},
+    "sfplus-gamma1-wd50": {**_PAPER_ROW, "weight_decay": 50.0},
 }
 
 #: size -> (n_layer, n_head, d_model): the lab's one size list (``sfplus_lab.model.PRESETS``, whose
