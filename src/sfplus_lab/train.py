@@ -28,7 +28,7 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--tokens-per-param": ("train", "tokens_per_param", "float", "training budget in tokens per parameter"),
     "--model": ("train", "model_size", "str", f"model size: {', '.join(PRESETS)} (default 1m)"),
     "--optimizer": ("optim", "name", "str", f"{', '.join(OPTIMIZERS)} (default sfplus)"),
-    "--lr": ("optim", "lr", "float", "sfplus: step multiplier gamma (library default 1.0); baselines: peak learning rate"),
+    "--lr": ("optim", "lr", "float", "sfplus: step multiplier gamma (library default 1.0); baselines: peak LR"),
     "--warmup-steps": ("optim", "warmup_steps", "int", "linear warmup in steps (default 50)"),
     "--weight-decay": ("optim", "weight_decay", "float", "sfplus: AdamC lambda (library default 10); AdamW: 0.1"),
     "--preset": ("optim", "preset", "str", "sfplus: defaults for the settings not given: robust (the library's) or "

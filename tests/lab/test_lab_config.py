@@ -6,10 +6,9 @@ import json
 import math
 
 import pytest
-
-import sfplus
 import torch
 
+import sfplus
 from sfplus_lab.config import CheckpointConfig, DataConfig, RunConfig, TrainConfig
 from sfplus_lab.errors import UserError
 from sfplus_lab.model import GPT, PRESETS, ModelConfig, model_preset
