@@ -39,7 +39,7 @@ def tiny() -> RunConfig:
     """A seconds-long CPU smoke run (tests and CI): a 50k-parameter model on short sequences."""
     return RunConfig(
         data=DataConfig(batch_size=8, seq_len=64),
-        optim=OptimConfig(warmup_steps=5),
+        optim=OptimConfig(warmup_steps=5, **LAB_V1),  # the quickstart's setting, at a 5-step warmup
         train=TrainConfig(model_size="50k", tokens=20_480, eval_every=10, eval_batches=2, progress=False),
         checkpoint=CheckpointConfig(every=10, keep=2),
     )
