@@ -33,15 +33,17 @@ from ._step_size import (
     growth_bounded_numerator,
     l1_ema_update,
     polyak_numerator,
+    ratio_bounded_numerator,
     warmup_factor,
 )
 from ._validation import validate_hyperparameters, validate_options
 
 #: Group entries that are one value for the whole optimizer (kept equal across groups).
-GLOBAL_HYPERPARAMETERS = ("polyak_beta", "loss_floor", "nonfinite", "max_inner", "max_step_growth")
+GLOBAL_HYPERPARAMETERS = ("polyak_beta", "loss_floor", "nonfinite", "max_inner", "max_step_growth", "max_step_ratio")
 #: Run state kept in every param group (equal across groups), so ``state_dict`` carries it.
-#: ``p_ref`` is the last positive Polyak factor, the reference of the ``max_step_growth`` bound.
-GLOBAL_STATE = ("k", "e", "num_skipped", "train_mode", "p_ref")
+#: ``p_ref`` is the last positive Polyak factor, the reference of the ``max_step_growth`` bound;
+#: ``p_first`` the first positive one, the reference of the ``max_step_ratio`` bound.
+GLOBAL_STATE = ("k", "e", "num_skipped", "train_mode", "p_ref", "p_first")
 #: Run state kept per param group.
 GROUP_STATE = ("y_beta", "lr_max", "weight_sum")
 
@@ -81,6 +83,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         max_step: float | None = DEFAULT,
         max_inner: float | None = DEFAULT,
         max_step_growth: float | None = DEFAULT,
+        max_step_ratio: float | None = DEFAULT,
         bounded_decay: bool = DEFAULT,
         preset: str = "robust",
         nonfinite: str = "skip",
@@ -108,6 +111,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
                 max_step=max_step,
                 max_inner=max_inner,
                 max_step_growth=max_step_growth,
+                max_step_ratio=max_step_ratio,
                 bounded_decay=bounded_decay,
             ),
         )
@@ -158,6 +162,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         group.setdefault("num_skipped", src.get("num_skipped", 0))
         group.setdefault("train_mode", src.get("train_mode", True))
         group.setdefault("p_ref", src.get("p_ref", 0.0))
+        group.setdefault("p_first", src.get("p_first", 0.0))
         group.setdefault(
             "y_beta",
             annealed_beta(group["k"], group["sf_beta1"], group["sf_beta1_max"], group["sf_beta1_anneal_steps"]),
@@ -190,6 +195,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             # Saved by version 0.1.0, which had no safeguards: keep the update it was running.
             group.setdefault("max_inner", None)
             group.setdefault("max_step_growth", None)
+            group.setdefault("max_step_ratio", None)
             group.setdefault("bounded_decay", False)
             self._backfill(group, template=self.param_groups[0])
 
@@ -320,6 +326,8 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         self._set_global("e", e)
         if numerator > 0.0:
             self._set_global("p_ref", numerator / denominator)
+            if self._global("p_first") == 0.0:
+                self._set_global("p_first", numerator / denominator)
         self._record(k, status="ok", F=F, inner=inner, l1=l1, e_hat=e_hat, alphas=alphas, cs=cs, betas=betas)
         return ret
 
@@ -359,6 +367,9 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         denominator = max(e_hat, TINY)
         numerator = growth_bounded_numerator(
             numerator, denominator, self._global("p_ref"), self._global("max_step_growth")
+        )
+        numerator = ratio_bounded_numerator(
+            numerator, denominator, self._global("p_first"), self._global("max_step_ratio")
         )
         return numerator, denominator
 

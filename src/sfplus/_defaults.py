@@ -52,6 +52,7 @@ _PAPER: dict[str, Any] = dict(
     max_step=None,
     max_inner=None,
     max_step_growth=None,
+    max_step_ratio=None,
     bounded_decay=False,
 )
 
@@ -68,6 +69,7 @@ _ROBUST: dict[str, Any] = dict(
     r=1.0,
     max_inner=0.0,
     max_step_growth=0.05,
+    max_step_ratio=1.0,
     bounded_decay=True,
 )
 

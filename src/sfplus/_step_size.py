@@ -18,6 +18,7 @@ __all__ = [
     "polyak_numerator",
     "growth_bounded_numerator",
     "bounded_decay_rate",
+    "ratio_bounded_numerator",
 ]
 
 #: Floor for the Polyak denominator (eq. 4): ``max(ê, TINY)``.
@@ -84,6 +85,17 @@ def growth_bounded_numerator(
     if max_step_growth is None or p_ref <= 0.0:
         return numerator
     return min(numerator, (1.0 + max_step_growth) * p_ref * denominator)
+
+
+def ratio_bounded_numerator(
+    numerator: float, denominator: float, p_first: float, max_step_ratio: float | None
+) -> float:
+    """The safeguard ``max_step_ratio`` (R): the Polyak factor P never exceeds R times ``p_first``, the first
+    positive P of the run. Returns the (possibly lowered) numerator. No bound before that first step or when
+    R is None (the paper)."""
+    if max_step_ratio is None or p_first <= 0.0:
+        return numerator
+    return min(numerator, max_step_ratio * p_first * denominator)
 
 
 def bounded_decay_rate(alpha: float, weight_decay: float, bounded: bool) -> float:

@@ -84,7 +84,7 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
     loss_floor = _real("loss_floor", group["loss_floor"])
     if not math.isfinite(loss_floor):
         raise ValueError(f"Invalid loss_floor value: {loss_floor} (expected a finite lower bound of the loss)")
-    for name in ("max_inner", "max_step_growth"):
+    for name in ("max_inner", "max_step_growth", "max_step_ratio"):
         if group[name] is not None:
             value = _real(name, group[name])
             if not 0.0 <= value < math.inf:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -24,24 +24,18 @@ from torch import nn
 from .errors import UserError
 
 __all__ = [
+    "METHODS",
+    "Method",
     "OPTIMIZERS",
     "OptimConfig",
     "build_optimizer",
     "param_groups",
     "needs_loss",
+    "step",
     "optimizer_scalars",
     "set_train_mode",
     "at_x",
 ]
-
-#: Optimizer names the lab knows, in the order the help text lists them.
-OPTIMIZERS = ("sfplus", "adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
-
-#: Baselines' defaults for the fields left as None (ScheduleFree+ takes the library's). AdamW's lr suits
-#: the small lab models (bench tunes it); sf-adamw uses schedulefree's own default lr.
-_DEFAULT_LR = {"adamw-wsd": 3e-3, "adamw-cosine": 3e-3, "adamw-linear": 3e-3, "sf-adamw": 2.5e-3}
-#: AdamC scale for ScheduleFree+ (multiplied by alpha^2), decoupled AdamW scale (multiplied by lr) otherwise.
-_DEFAULT_WEIGHT_DECAY = {"adamw-wsd": 0.1, "adamw-cosine": 0.1, "adamw-linear": 0.1, "sf-adamw": 0.1}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -49,7 +43,7 @@ class OptimConfig:
     """Which optimizer and its hyperparameters. Fields left None take the named optimizer's default."""
 
     name: str = "sfplus"
-    """One of sfplus, adamw-wsd, adamw-cosine, adamw-linear, sf-adamw."""
+    """A base entry of ``METHODS``: sfplus, adamw-wsd, adamw-cosine, adamw-linear or sf-adamw."""
     preset: str = "robust"
     """sfplus: the library's defaults ("robust") or the paper's exact update ("paper") for fields left None."""
     lr: float | None = None
@@ -77,6 +71,8 @@ class OptimConfig:
     """sfplus: safeguard, I <= max_inner * (F - f*) (library default; docs/algorithm.md)."""
     max_step_growth: float | None = None
     """sfplus: safeguard, the Polyak factor grows at most this fraction per step (library default)."""
+    max_step_ratio: float | None = None
+    """sfplus: safeguard, the Polyak factor never exceeds this times its first value (library default)."""
     bounded_decay: bool | None = None
     """sfplus: safeguard, AdamC decay in its implicit form alpha^2 lambda / (1 + alpha^2 lambda) (library default)."""
     r: float = 1.0
@@ -91,7 +87,7 @@ class OptimConfig:
     """Decaying schedules end at lr * min_lr_ratio."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value before the step (0 = off). Not allowed with sfplus: clipping
-    shrinks ||g||_1 but not the loss, which inflates the Polyak step (ALGORITHM.md, pitfalls)."""
+    shrinks ||g||_1 but not the loss, which inflates the Polyak step (README, "Change one line", rule 3)."""
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -118,7 +114,7 @@ class OptimConfig:
         _check_number("sf_beta1_max", self.sf_beta1_max, low=self.sf_beta1, high=1.0)
         if self.polyak_beta is not None:
             _check_number("polyak_beta", self.polyak_beta, low=0.0, high=1.0)
-        for name in ("max_inner", "max_step_growth"):
+        for name in ("max_inner", "max_step_growth", "max_step_ratio"):
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name), low=0.0)
         if self.bounded_decay is not None and not isinstance(self.bounded_decay, bool):
@@ -140,19 +136,20 @@ class OptimConfig:
         """A copy with every None replaced by the value actually used (what config.json records).
 
         For sfplus the values come from the library (``sfplus.PRESETS[preset]``), so that a changed library
-        default changes the lab with it; the baselines use ``_DEFAULT_LR`` / ``_DEFAULT_WEIGHT_DECAY``.
+        default changes the lab with it; a baseline takes its ``METHODS`` entry's ``lr`` and ``weight_decay``.
         """
         if self.name != "sfplus":
+            method = METHODS[self.name]
             return replace(
                 self,
-                lr=_DEFAULT_LR[self.name] if self.lr is None else self.lr,
-                weight_decay=_DEFAULT_WEIGHT_DECAY[self.name] if self.weight_decay is None else self.weight_decay,
+                lr=method.lr if self.lr is None else self.lr,
+                weight_decay=method.weight_decay if self.weight_decay is None else self.weight_decay,
             )
         from sfplus import PRESETS
 
         table = PRESETS[self.preset]
         fields = ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", "max_inner", "max_step_growth",
-                  "bounded_decay")  # fmt: skip
+                  "max_step_ratio", "bounded_decay")  # fmt: skip
         values = {f: table[f] if getattr(self, f) is None else getattr(self, f) for f in fields}
         values["c_warmup"] = 2 * self.warmup_steps if self.c_warmup is None else self.c_warmup
         return replace(self, **values)
@@ -208,15 +205,7 @@ def build_optimizer(
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise UserError(f"total_steps must be a positive integer, got {total_steps!r}")
     cfg = cfg.resolved()
-    groups = param_groups(model, cfg.weight_decay)
-    if cfg.name == "sfplus":
-        return _build_sfplus(cfg, groups), None
-    if cfg.name == "sf-adamw":
-        return _build_sf_adamw(cfg, groups), None
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw-wsd":
-        return opt, _wsd_schedule(cfg, opt, total_steps)
-    return opt, _decay_schedule(cfg, opt, total_steps)
+    return METHODS[cfg.name].build(cfg, param_groups(model, cfg.weight_decay), total_steps)
 
 
 def _build_sfplus(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -239,6 +228,7 @@ def _build_sfplus(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim
         max_step=cfg.max_step,
         max_inner=cfg.max_inner,
         max_step_growth=cfg.max_step_growth,
+        max_step_ratio=cfg.max_step_ratio,
         bounded_decay=cfg.bounded_decay,
         preset=cfg.preset,
     )
@@ -288,15 +278,29 @@ def _wsd_schedule(cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int
     )
 
 
-def _decay_schedule(cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int):
-    """Linear warmup then cosine or linear decay to ``lr * min_lr_ratio`` at ``total_steps`` (torch.optim)."""
+def _cosine_schedule(cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int):
+    """Linear warmup then cosine decay to ``lr * min_lr_ratio`` at ``total_steps`` (torch.optim)."""
+
+    def decay(steps: int):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=cfg.lr * cfg.min_lr_ratio)
+
+    return _warmup_then(decay, cfg, opt, total_steps)
+
+
+def _linear_schedule(cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int):
+    """Linear warmup then linear decay to ``lr * min_lr_ratio`` at ``total_steps`` (torch.optim)."""
+
+    def decay(steps: int):
+        return torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=cfg.min_lr_ratio, total_iters=steps)
+
+    return _warmup_then(decay, cfg, opt, total_steps)
+
+
+def _warmup_then(make_decay: Callable[[int], Any], cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int):
+    """``make_decay(decay_steps)`` after a linear warmup of ``cfg.warmup_steps`` (at most total_steps - 1)."""
     sched = torch.optim.lr_scheduler
     warmup = min(cfg.warmup_steps, total_steps - 1)
-    decay_steps = total_steps - warmup
-    if cfg.name == "adamw-cosine":
-        decay = sched.CosineAnnealingLR(opt, T_max=decay_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
-    else:
-        decay = sched.LinearLR(opt, start_factor=1.0, end_factor=cfg.min_lr_ratio, total_iters=decay_steps)
+    decay = make_decay(total_steps - warmup)  # built before the ramp, whose construction sets the first lr
     if warmup == 0:
         return decay
     ramp = sched.LinearLR(opt, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
@@ -308,6 +312,15 @@ def needs_loss(opt: torch.optim.Optimizer) -> bool:
     from sfplus import ScheduleFreePlus, ScheduleFreePlusReference
 
     return isinstance(opt, (ScheduleFreePlus, ScheduleFreePlusReference))
+
+
+def step(opt: torch.optim.Optimizer, loss: torch.Tensor | float) -> None:
+    """One optimizer step: ScheduleFree+ is given this step's loss F (its Polyak step needs it), any other
+    optimizer steps as ``torch.optim`` does. A tensor loss is detached first."""
+    if needs_loss(opt):
+        opt.step(loss=loss.detach() if isinstance(loss, torch.Tensor) else loss)
+    else:
+        opt.step()
 
 
 def set_train_mode(opt: torch.optim.Optimizer, training: bool) -> None:
@@ -347,3 +360,92 @@ def optimizer_scalars(opt: torch.optim.Optimizer) -> dict[str, Any]:
             stats.pop(key, None)  # per-group copies; group 0's values are already there
         return stats
     return {"lr": float(opt.param_groups[0]["lr"])}
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+Builder = Callable[[OptimConfig, list[dict[str, Any]], int], tuple[torch.optim.Optimizer, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One entry of ``METHODS``: a name that ``sfplus train --optimizer``, ``sfplus bench`` and its figures know.
+
+    A *base* entry has a ``build`` (its optimizer and LR schedule from a resolved ``OptimConfig``); a *variant*
+    names its ``base`` and fixes some ``OptimConfig`` fields in ``config`` (e.g. the paper's update as the
+    bench runs it). docs/architecture.md shows how to add either.
+    """
+
+    name: str
+    build: Builder | None = None
+    """Base entries: ``build(cfg, param_groups, total_steps) -> (optimizer, scheduler or None)``."""
+    base: str | None = None
+    """Variants: the base entry whose ``build`` they use (``OptimConfig.name``)."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """Variants: the ``OptimConfig`` fields they fix."""
+    kind: str = "anytime"
+    """How the bench gets a value per budget: ``anytime`` (one run serves every budget, evaluated at x),
+    ``wsd`` (one stable run with a cooldown branch per budget) or ``decay`` (one run per budget)."""
+    tuned: bool = False
+    """True for a baseline: the bench sweeps its learning rate. False: a fixed configuration."""
+    polyak: bool = False
+    """ScheduleFree+: takes the loss, reports the step alpha, must not clip gradients."""
+    lr: float | None = None
+    """Baselines: the learning rate when ``OptimConfig.lr`` is None (ScheduleFree+ takes the library's)."""
+    weight_decay: float | None = None
+    """Baselines: decoupled AdamW decay when ``OptimConfig.weight_decay`` is None."""
+    color: str | None = None
+    """Its colour in the bench figures."""
+    label: str | None = None
+    """Short label in the bench figures (default: the name)."""
+
+    def optim_config(self, lr: float | None = None) -> OptimConfig:
+        """The ``OptimConfig`` this method trains with (``lr``: a swept baseline's learning rate)."""
+        return OptimConfig(name=self.base or self.name, **self.config, **({} if lr is None else {"lr": lr}))
+
+
+def _unscheduled(make: Callable[[OptimConfig, list[dict[str, Any]]], torch.optim.Optimizer]) -> Builder:
+    return lambda cfg, groups, total_steps: (make(cfg, groups), None)
+
+
+def _adamw(schedule: Callable[[OptimConfig, torch.optim.Optimizer, int], Any]) -> Builder:
+    def build(cfg: OptimConfig, groups: list[dict[str, Any]], total_steps: int):
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return opt, schedule(cfg, opt, total_steps)
+
+    return build
+
+
+def _variant(base: Method, name: str, config: Mapping[str, Any], color: str) -> Method:
+    return replace(base, name=name, build=None, base=base.name, config=dict(config), color=color)
+
+
+#: The paper's exact update (every safeguard off) with the paper's LLM settings as the lab used them in 0.1.0
+#: (gamma 1, warmup 50, lambda 10, beta annealed over 1000 steps, polyak_beta 0.9, c_warmup 100, r 1).
+_PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "weight_decay": 10.0, "sf_beta1_anneal_steps": 1000,
+                              "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
+_SFPLUS = Method("sfplus", build=_unscheduled(_build_sfplus), polyak=True, color="black", label="SF+")
+_ADAMW = dict(tuned=True, lr=3e-3, weight_decay=0.1)  # lr suits the small lab models; the bench sweeps it
+
+#: Every method, by name, in the order help texts and tables list them. "sfplus" is the library's default,
+#: untouched (the bench's headline); "sfplus-gamma1" the paper's row; "sfplus-lab-v1" the same at gamma 0.3
+#: (the lab's default in 0.1.0); the "-wd" ones diagnostics of the paper's row. The baselines come from
+#: their own libraries (torch.optim, transformers' WSD schedule, ``schedulefree``).
+METHODS: dict[str, Method] = {m.name: m for m in (
+    _SFPLUS,
+    _variant(_SFPLUS, "sfplus-gamma1", _PAPER_ROW, "tab:red"),
+    _variant(_SFPLUS, "sfplus-lab-v1", {**_PAPER_ROW, "lr": 0.3}, "tab:gray"),
+    _variant(_SFPLUS, "sfplus-gamma1-wd0", {**_PAPER_ROW, "weight_decay": 0.0}, "tab:brown"),
+    _variant(_SFPLUS, "sfplus-gamma1-wd1", {**_PAPER_ROW, "weight_decay": 1.0}, "tab:pink"),
+    _variant(_SFPLUS, "sfplus-gamma1-wd20", {**_PAPER_ROW, "weight_decay": 20.0}, "tab:olive"),
+    _variant(_SFPLUS, "sfplus-gamma1-wd50", {**_PAPER_ROW, "weight_decay": 50.0}, "tab:cyan"),
+    Method("adamw-wsd", build=_adamw(_wsd_schedule), kind="wsd", color="tab:blue", label="WSD", **_ADAMW),
+    Method("adamw-cosine", build=_adamw(_cosine_schedule), kind="decay", color="tab:orange", label="cosine",
+           **_ADAMW),
+    Method("adamw-linear", build=_adamw(_linear_schedule), kind="decay", color="tab:green", label="linear",
+           **_ADAMW),
+    Method("sf-adamw", build=_unscheduled(_build_sf_adamw), tuned=True, lr=2.5e-3, weight_decay=0.1,
+           color="tab:purple", label="SF-AdamW"),  # schedulefree's own default lr
+)}  # fmt: skip
+
+#: The names ``OptimConfig.name`` takes: the base entries, each with a builder.
+OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.build is not None)

@@ -16,20 +16,18 @@ __all__ = ["RECIPES", "get_recipe", "default", "tiny", "bench"]
 
 
 #: The lab's ScheduleFree+ configuration of version 0.1.0: the paper's exact update (no safeguards) with the
-#: paper's LLM settings and gamma = 0.3. The quickstart keeps it because at its 1M-parameter model the
-#: library's default measured worse (val 2.364 against 1.828; docs/algorithm.md, "Defaults").
+#: paper's LLM settings and gamma = 0.3 (``--preset paper --lr 0.3 ...``), kept for comparisons.
 LAB_V1 = dict(preset="paper", lr=0.3, weight_decay=10.0, sf_beta1_anneal_steps=1000, polyak_beta=0.9)
 
 
 def default() -> RunConfig:
     """The README's main job: a 1M-parameter GPT on the built-in public-domain text, a few minutes on 2 CPU cores.
 
-    ScheduleFree+ runs with ``LAB_V1``, not the library's default (see ``LAB_V1``): ``--preset robust``
-    gives the library's default.
+    ScheduleFree+ runs with the library's defaults (``ScheduleFreePlus(params)``).
     """
     return RunConfig(
         data=DataConfig(batch_size=16, seq_len=128),
-        optim=OptimConfig(**LAB_V1),
+        optim=OptimConfig(),
         train=TrainConfig(model_size="1m", tokens=1_200_000, eval_every=50, evals_per_decade=20),
         checkpoint=CheckpointConfig(every=100, keep=2),
     )
@@ -39,7 +37,7 @@ def tiny() -> RunConfig:
     """A seconds-long CPU smoke run (tests and CI): a 50k-parameter model on short sequences."""
     return RunConfig(
         data=DataConfig(batch_size=8, seq_len=64),
-        optim=OptimConfig(warmup_steps=5, **LAB_V1),  # the quickstart's setting, at a 5-step warmup
+        optim=OptimConfig(warmup_steps=5),
         train=TrainConfig(model_size="50k", tokens=20_480, eval_every=10, eval_batches=2, progress=False),
         checkpoint=CheckpointConfig(every=10, keep=2),
     )

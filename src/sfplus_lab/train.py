@@ -38,6 +38,7 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--sf-beta1-anneal-steps": ("optim", "sf_beta1_anneal_steps", "int", "sfplus: steps of beta annealing"),
     "--max-inner": ("optim", "max_inner", "float", "sfplus: safeguard, I <= max_inner * (F - f*)"),
     "--max-step-growth": ("optim", "max_step_growth", "float", "sfplus: safeguard, per-step growth bound of P"),
+    "--max-step-ratio": ("optim", "max_step_ratio", "float", "sfplus: safeguard, P <= ratio * its first value"),
     "--max-step": ("optim", "max_step", "float", "sfplus: cap on the step alpha"),
     "--seed": ("train", "seed", "int", "seed for the initialisation and the batches (default 0)"),
     "--batch-size": ("data", "batch_size", "int", "sequences per step (default 16)"),
@@ -114,7 +115,7 @@ def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
         # A preset on the command line means "these defaults": drop the recipe's own ScheduleFree+ values
         # (the quickstart's LAB_V1) unless a flag set them too.
         for name in ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", "c_warmup", "max_inner",
-                     "max_step_growth", "bounded_decay"):  # fmt: skip
+                     "max_step_growth", "max_step_ratio", "bounded_decay"):  # fmt: skip
             changes["optim"].setdefault(name, None)
     if "tokens" in changes["train"]:
         changes["train"].setdefault("tokens_per_param", None)

@@ -300,13 +300,20 @@ def lab_config(world: int, num_steps: int = LAB_STEPS) -> Any:
     """The tiny recipe, sized so that ``num_steps`` steps of ``world`` x LAB_BATCH sequences cover the budget."""
     from dataclasses import replace
 
-    from sfplus_lab.recipes import tiny
+    from sfplus_lab.optim_factory import OptimConfig
+    from sfplus_lab.recipes import LAB_V1, tiny
 
     cfg = tiny()
     data = replace(cfg.data, batch_size=LAB_BATCH)
     tokens = num_steps * world * LAB_BATCH * data.seq_len
     train = replace(cfg.train, tokens=tokens, tokens_per_param=None, eval_every=6, eval_batches=1)
-    return replace(cfg, data=data, train=train, checkpoint=replace(cfg.checkpoint, every=6))
+    # The trainer's DDP mechanics are under test, compared on float32 losses to a one-process run. DDP's
+    # averaged gradient differs from one process's in rounding, which the library's default (gamma = 1) grows
+    # to 5e-4 of the loss by step 10, past the 1e-4 this check allows; the 0.1.0 setting (gamma = 0.3) stays
+    # within it. (The optimizer's own exactness under DDP is checked in float64 by test_distributed's
+    # optimizer scenarios.)
+    optim = OptimConfig(warmup_steps=cfg.optim.warmup_steps, **LAB_V1)
+    return replace(cfg, data=data, train=train, optim=optim, checkpoint=replace(cfg.checkpoint, every=6))
 
 
 def _lab_trainer(rank: int, world: int, work_dir: str) -> Any:

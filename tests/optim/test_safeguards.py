@@ -43,6 +43,13 @@ def test_growth_bound_is_relative_to_the_last_positive_factor():
     assert S.growth_bounded_numerator(1.0, 2.0, 1.0, 0.05) == 1.0  # P = 0.5 falls freely
 
 
+def test_ratio_bound_is_relative_to_the_first_factor():
+    assert S.ratio_bounded_numerator(10.0, 2.0, 0.0, 1.0) == 10.0  # no first step yet: no bound
+    assert S.ratio_bounded_numerator(10.0, 2.0, 1.0, None) == 10.0  # off
+    assert S.ratio_bounded_numerator(10.0, 2.0, 1.0, 1.0) == 2.0  # P = 5 -> P_first = 1
+    assert S.ratio_bounded_numerator(1.0, 2.0, 1.0, 1.0) == 1.0  # P = 0.5 is below it
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1e-3, 0.3, 3.0, 1e6])
 def test_bounded_decay_never_takes_more_than_y(alpha):
     lam = 10.0
@@ -58,7 +65,7 @@ def test_alpha_never_grows_faster_than_its_bound(seed):
     torch.manual_seed(seed)
     problem = TeacherMLP(seed)
     rho = 0.05
-    opt = sfplus.ScheduleFreePlus(problem.model.parameters(), warmup_steps=0, max_step_growth=rho)
+    opt = sfplus.ScheduleFreePlus(problem.model.parameters(), warmup_steps=0, max_step_growth=rho, max_step_ratio=None)
     _, stats = _train(problem, opt, steps=150)
     last_positive = None
     for s in stats:
@@ -68,10 +75,31 @@ def test_alpha_never_grows_faster_than_its_bound(seed):
             last_positive = s["alpha"]
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_alpha_never_exceeds_the_first_polyak_factor(seed):
+    """max_step_ratio = 1 (the default): α_k <= γ_k · P_1, with γ_k the warmup ramp."""
+    torch.manual_seed(seed)
+    problem = TeacherMLP(seed)
+    opt = sfplus.ScheduleFreePlus(problem.model.parameters(), warmup_steps=10)
+    _, stats = _train(problem, opt, steps=150)
+    first = stats[0]
+    p_first = first["alpha"] / (1 / 10)  # α_1 = γ_1 · P_1 with γ_1 = 1/10
+    assert p_first > 0
+    assert opt.param_groups[0]["p_first"] == pytest.approx(p_first, rel=1e-12)
+    binding = 0
+    for s in stats:
+        gamma = min(1.0, s["k"] / 10)
+        assert s["alpha"] <= gamma * p_first * (1 + 1e-12), (s["k"], s["alpha"], p_first)
+        binding += s["alpha"] >= gamma * p_first * (1 - 1e-9)
+    assert binding > 0, "the check needs steps where the bound is reached"
+
+
 def test_max_inner_zero_keeps_alpha_below_the_loss_only_step():
     torch.manual_seed(0)
     problem = TeacherMLP(0)
-    opt = sfplus.ScheduleFreePlus(problem.model.parameters(), warmup_steps=0, c_warmup=0, max_step_growth=None)
+    opt = sfplus.ScheduleFreePlus(
+        problem.model.parameters(), warmup_steps=0, c_warmup=0, max_step_growth=None, max_step_ratio=None
+    )
     _, stats = _train(problem, opt, steps=100)
     assert any(s["inner"] > 0 for s in stats), "the check needs steps where I would have raised α"
     for s in stats:
@@ -118,7 +146,9 @@ def test_presets_and_explicit_arguments():
         sfplus.ScheduleFreePlus([w], preset="fast")
 
 
-@pytest.mark.parametrize("name, value", [("max_inner", -1.0), ("max_step_growth", math.nan), ("max_inner", "x")])
+@pytest.mark.parametrize(
+    "name, value", [("max_inner", -1.0), ("max_step_growth", math.nan), ("max_inner", "x"), ("max_step_ratio", -2.0)]
+)
 def test_bad_safeguard_values_name_themselves(name, value):
     with pytest.raises(ValueError, match=f"Invalid {name} value"):
         sfplus.ScheduleFreePlus([torch.nn.Parameter(torch.zeros(2))], **{name: value})

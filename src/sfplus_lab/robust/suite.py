@@ -27,6 +27,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-no-max-inner": {"max_inner": None},
     "default-no-growth": {"max_step_growth": None},
     "default-no-bounded-decay": {"bounded_decay": False},
+    "default-ratio1": {"max_step_ratio": 1.0},
 }
 #: AdamW (cosine decay to 0) learning rates swept on seed 0; the best is run on every seed.
 ADAMW_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)

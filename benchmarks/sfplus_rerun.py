@@ -1,0 +1,132 @@
+"""Rerun ScheduleFree+ configurations against the tuned baselines of a finished ``sfplus bench`` results file.
+
+The baselines' learning-rate sweeps cost most of a benchmark; their final losses are in the committed
+``results.json`` (the ``cells``), measured with the same corpus, model, batches, seeds and evaluation.
+This script trains only the named ScheduleFree+ configurations (``SFPLUS_CONFIGS``; "sfplus" is the
+library's default) with that file's settings, one anytime run per seed to the file's horizon, and writes
+``<out>/rerun.json`` and a markdown table: final pooled loss per budget (mean ± half the seed range, n)
+next to every method of the file, and time-to-target against each baseline's final loss.
+
+    python benchmarks/sfplus_rerun.py benchmarks/results/quality_cpu_debian/results.json \\
+        --configs sfplus --seeds 4 --out benchmarks/results/rerun_6k
+
+Runs are cached in ``<out>/runs/`` and reused, so an interrupted rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+
+from sfplus_lab.bench.analysis import crossing_tokens
+from sfplus_lab.bench.config import SFPLUS_CONFIGS, BenchConfig
+from sfplus_lab.bench.runner import Job, run_job
+
+
+def bench_config(doc: dict) -> BenchConfig:
+    names = {f.name for f in fields(BenchConfig)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in doc["config"].items() if k in names}
+    kw["workers"] = 1
+    return BenchConfig(**kw)
+
+
+def _run(args: tuple) -> dict:
+    job, cfg, path = args
+    if path.exists():
+        return json.loads(path.read_text())
+    record = run_job(job, cfg)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+    return record
+
+
+def _fmt(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return f"diverged (n={len(values)})"
+    mean = statistics.fmean(finite)
+    half = (max(finite) - min(finite)) / 2
+    div = len(values) - len(finite)
+    return f"{mean:.3f} ±{half:.3f} (n={len(values)}{f', {div} diverged' if div else ''})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", help="a results.json written by sfplus bench")
+    parser.add_argument("--configs", nargs="+", default=["sfplus"], choices=list(SFPLUS_CONFIGS))
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--sizes", nargs="+", help="sizes of the file to rerun (default: all)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    doc = json.loads(Path(args.results).read_text())
+    cfg = bench_config(doc)
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    budgets = sorted(float(b) for b in cfg.budgets)
+    horizon = max(budgets) * cfg.sfplus_horizon
+    sizes = args.sizes or list(doc["sizes"])
+    jobs = []
+    for size in sizes:
+        for config in args.configs:
+            for seed in range(args.seeds):
+                job = Job(size=size, method=config, lr=None, k=None, seed=seed, kind="anytime", budgets=budgets,
+                          horizon_tpp=horizon, phase="sfplus")  # fmt: skip
+                jobs.append((job, cfg, out / "runs" / f"{job.id}.json"))
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        records = list(pool.map(_run, jobs))
+    report: dict = {"source": args.results, "configs": args.configs, "seeds": args.seeds, "sizes": {}}
+    lines = []
+    for size in sizes:
+        block = doc["sizes"][size]
+        cells = block["cells"]
+        methods = list(dict.fromkeys(c["method"] for c in cells))
+        lines.append(f"### {size} ({block['num_params']:,} parameters)\n")
+        head = ["tokens/param"] + [f"{c} (rerun)" for c in args.configs] + [f"{m} (file)" for m in methods]
+        lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        size_report: dict = {"finals": {}, "time_to_target": {}}
+        for b in budgets:
+            row = [f"{b:g}"]
+            for config in args.configs:
+                recs = [r for (j, _, _), r in zip(jobs, records) if j.size == size and j.method == config]
+                finals = [r["finals"][f"{b:g}"]["pooled"] for r in recs]
+                size_report["finals"][f"{config}@{b:g}"] = finals
+                row.append(_fmt(finals))
+            for m in methods:
+                cell = next((c for c in cells if c["method"] == m and c["budget"] == b), None)
+                row.append(_fmt(cell["final_pooled"]) if cell else "-")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+        tokens_per_budget = {b: b * block["num_params"] for b in budgets}
+        lines += ["| budget | target (file) | " + " | ".join(f"{c} seeds: fraction of budget" for c in args.configs)
+                  + " |", "|---|---|" + "---|" * len(args.configs)]  # fmt: skip
+        for t in block["time_to_target"]:
+            b, target = t["budget"], t["target_loss"]
+            row = [f"{b:g}", f"{t['baseline']} {target:.3f}"]
+            for config in args.configs:
+                recs = [r for (j, _, _), r in zip(jobs, records) if j.size == size and j.method == config]
+                fr = []
+                for r in recs:
+                    tok = crossing_tokens(r["curve"], target)
+                    fr.append(None if tok is None else tok / tokens_per_budget[b])
+                size_report["time_to_target"][f"{config}@{b:g}@{t['baseline']}"] = fr
+                row.append(", ".join("not reached" if f is None else f"{f:.2f}" for f in fr))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+        report["sizes"][size] = size_report
+    text = "\n".join(lines)
+    (out / "rerun.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "rerun.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
