@@ -22,12 +22,13 @@ from .problems import PROBLEMS, LabGPT
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": dict(sfplus.PAPER),
+    # the default's settings with every safeguard off (the bench's "sfplus-gamma1" row)
     "paper-llm": dict(sfplus.PAPER, warmup_steps=50, weight_decay=10.0, sf_beta1_anneal_steps=1000,
                       polyak_beta=0.9, c_warmup=100, r=1.0),  # fmt: skip
     "default-no-max-inner": {"max_inner": None},
     "default-no-growth": {"max_step_growth": None},
     "default-no-bounded-decay": {"bounded_decay": False},
-    "default-ratio1": {"max_step_ratio": 1.0},
+    "default-no-ratio": {"max_step_ratio": None},
 }
 #: AdamW (cosine decay to 0) learning rates swept on seed 0; the best is run on every seed.
 ADAMW_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
