@@ -41,26 +41,38 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
     :math:`\beta_{sf}` = ``sf_beta1``, :math:`\beta_{max}` = ``sf_beta1_max``, :math:`T_{anneal}` =
     ``sf_beta1_anneal_steps``, :math:`\beta_p` = ``polyak_beta``, :math:`C_{warmup}` = ``c_warmup``,
     :math:`r` = ``r``, :math:`p_w` = ``weight_lr_power``, :math:`f^*` = ``loss_floor``,
-    :math:`\alpha_{cap}` = ``max_step``. F, I and L are global: over all groups and, when
+    :math:`\alpha_{cap}` = ``max_step``. The safeguards (``max_inner``, ``max_step_growth``,
+    ``max_step_ratio``, ``bounded_decay``) change eqs. 4 and 5 as docs/algorithm.md ("Defaults") writes out.
+    F, I and L are global: over all groups and, when
     ``torch.distributed`` is initialised, over all ranks (F the mean, I and L each element once).
+
+    Defaults: every hyperparameter left unset comes from ``preset``: ``"robust"`` (the library's default:
+    the paper's LLM settings plus four safeguards) or ``"paper"`` (the public reference code's defaults,
+    every safeguard off: the paper's exact update; ``**sfplus.PAPER`` selects it). ``sfplus.PRESETS`` holds
+    both tables; docs/algorithm.md ("Defaults") gives each value's reason and measurements.
 
     Args:
         params: an iterable of tensors, of dicts (param groups) or of ``(name, tensor)`` pairs.
-        lr: γ, a multiplier of the Polyak step, not a learning rate to tune (default 1.0). An outside
-            LR scheduler that changes it keeps working.
-        betas: (β1, β2), the inner Adam momentum and second-moment EMA (default (0.9, 0.95)).
-        eps: added to sqrt(v̂); also γmax_0 (default 1e-8; must be > 0).
-        weight_decay: λ, AdamC decay scaled by α²; typical 5-50, not AdamW's 0.1 (default 0).
-        warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (default 0).
-        sf_beta1: β_sf, the interpolation weight of y between x and z, in (0, 1) (default 0.9).
-        sf_beta1_max: β_max, the value β̃ is annealed to (default 0.965).
-        sf_beta1_anneal_steps: T_anneal, steps of log-space annealing; 0 disables it (default 0).
-        polyak_beta: β_p, EMA of the L1 norm; 0.9 smooths noisy steps (default 0).
-        c_warmup: C_warmup, steps during which x follows z exactly; 1-2x ``warmup_steps`` (default 0).
-        r: averaging power; 1 for long runs (default 0).
-        weight_lr_power: p_w, power of γmax in the averaging weights (default 2).
-        loss_floor: f*, a known lower bound of the loss; 0 suits cross-entropy (default 0).
-        max_step: α_cap, an upper bound on α; None (default) reproduces the paper.
+        lr: γ, a multiplier of the Polyak step, not a learning rate to tune (1.0 in both presets). An
+            outside LR scheduler that changes it keeps working.
+        betas: (β1, β2), the inner Adam momentum and second-moment EMA ((0.9, 0.95)).
+        eps: added to sqrt(v̂); also γmax_0 (1e-8; must be > 0).
+        weight_decay: λ, AdamC decay scaled by α²; typical 5-50, not AdamW's 0.1 (robust 10, paper 0).
+        warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (robust 50).
+        sf_beta1: β_sf, the interpolation weight of y between x and z, in (0, 1) (0.9).
+        sf_beta1_max: β_max, the value β̃ is annealed to (0.965).
+        sf_beta1_anneal_steps: T_anneal, steps of log-space annealing; 0 disables it (robust 1000).
+        polyak_beta: β_p, EMA of the L1 norm; 0.9 smooths noisy steps (robust 0.9, paper 0).
+        c_warmup: C_warmup, steps during which x follows z exactly; 1-2x ``warmup_steps`` (robust 100).
+        r: averaging power; 1 for long runs (robust 1, paper 0).
+        weight_lr_power: p_w, power of γmax in the averaging weights (2).
+        loss_floor: f*, a known lower bound of the loss; 0 suits cross-entropy (0).
+        max_step: α_cap, an upper bound on α (None).
+        max_inner: κ, safeguard: I enters eq. 4 as min(I, κ·max(F - f*, 0)) (robust 0, paper None).
+        max_step_growth: ρ, safeguard: the Polyak factor grows at most (1 + ρ)x per step (robust 0.05).
+        max_step_ratio: R, safeguard: the Polyak factor never exceeds R times its first value (robust 1).
+        bounded_decay: safeguard: AdamC decay α²λ/(1 + α²λ), never more than all of y (robust True).
+        preset: ``"robust"`` (default) or ``"paper"``: where unset hyperparameters come from.
         nonfinite: what a NaN/inf loss or gradient does: ``"skip"`` (default: nothing changes, a
             counter and a warning) or ``"raise"`` (FloatingPointError naming the step).
         foreach: use the multi-tensor path (``torch._foreach_*``); None picks it on CUDA.
