@@ -26,7 +26,13 @@ OPT_KW: dict[str, Any] = dict(
 NUM_STEPS = 15
 GLOBAL_BATCH = 16
 SIZES = (6, 16, 3)
-OPTIMIZERS = {"fast": sfplus.ScheduleFreePlus, "reference": sfplus.ScheduleFreePlusReference}
+def robust_fast(params: Any, **kwargs: Any) -> sfplus.ScheduleFreePlus:
+    """The fast class at the library's default preset: its safeguards keep global state (P_ref, P_first)
+    that every rank must compute alike."""
+    return sfplus.ScheduleFreePlus(params, **{**kwargs, "preset": "robust"})
+
+
+OPTIMIZERS = {"fast": sfplus.ScheduleFreePlus, "reference": sfplus.ScheduleFreePlusReference, "robust": robust_fast}
 
 
 def make_model(seed: int = 0) -> nn.Module:

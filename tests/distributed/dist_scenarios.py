@@ -93,6 +93,14 @@ def ddp_reference(rank: int, world: int, work_dir: str) -> dict[str, Any]:
     return _train_wrapped("ddp", "reference", rank, world)
 
 
+def ddp_robust(rank: int, world: int, work_dir: str) -> dict[str, Any]:
+    return _train_wrapped("ddp", "robust", rank, world)
+
+
+def fsdp2_robust(rank: int, world: int, work_dir: str) -> dict[str, Any]:
+    return _train_wrapped("fsdp2", "robust", rank, world)
+
+
 def fsdp2_fast(rank: int, world: int, work_dir: str) -> dict[str, Any]:
     return _train_wrapped("fsdp2", "fast", rank, world)
 

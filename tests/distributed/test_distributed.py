@@ -25,6 +25,8 @@ WORLD2 = {
     "ddp_reference": S.ddp_reference,
     "fsdp2_fast": S.fsdp2_fast,
     "fsdp2_reference": S.fsdp2_reference,
+    "ddp_robust": S.ddp_robust,
+    "fsdp2_robust": S.fsdp2_robust,
     "tensor_parallel": S.tensor_parallel,
     "nonfinite_agreement": S.nonfinite_agreement,
     "dcp_fsdp2_fast": S.dcp_fsdp2_fast,
@@ -51,7 +53,7 @@ def world4() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def references() -> dict[str, dict[str, Any]]:
     torch.set_num_threads(1)
-    return {name: reference_run(name) for name in ("fast", "reference")}
+    return {name: reference_run(name) for name in ("fast", "reference", "robust")}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def assert_history_close(got: list[dict[str, float]], want: list[dict[str, float
 
 
 @pytest.mark.parametrize("wrapper", ["ddp", "fsdp2"])
-@pytest.mark.parametrize("opt_name", ["fast", "reference"])
+@pytest.mark.parametrize("opt_name", ["fast", "reference", "robust"])
 def test_local_losses_equal_one_process_on_the_whole_batch(world2, references, wrapper, opt_name):
     """The acceptance test: 15 steps, every feature on, eval-mode full tensors within 1e-6 relative."""
     ref = references[opt_name]
