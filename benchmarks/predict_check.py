@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 from sfplus_lab.errors import UserError
+from sfplus_lab.optim_factory import is_tuned
 from sfplus_lab.predict import predict_rows, predict_run, read_eval_rows
 
 
@@ -28,7 +29,7 @@ def bench_curves(path: Path):
     start = c_warmup + 1 if isinstance(c_warmup, int) else 1
     for size, block in doc["sizes"].items():
         for name, run in block["anytime"].items():
-            if not run["method"].startswith("sfplus"):
+            if is_tuned(run["method"]):  # a baseline; the fixed rows are ScheduleFree+ configurations
                 continue
             per_step = run["tokens_per_step"] / run["num_params"]
             rows = sorted({round(tpp / per_step): y for tpp, y in run["curve"] if math.isfinite(y)}.items())

@@ -8,6 +8,10 @@ ScheduleFree+ takes every hyperparameter the config leaves as None from the libr
 ``sfplus.ScheduleFreePlus(params)`` gives a user. The one thing the lab adds is the usual parameter
 grouping: AdamC decay on matrices and embeddings, none on norm gains and biases (``param_groups``).
 docs/algorithm.md ("Defaults") says why the defaults are what they are.
+
+``METHODS``, at the end of this module, is the one registry of methods that ``sfplus train``, ``sfplus bench``
+(its plan, runner, analysis and figures) read: a new baseline or ScheduleFree+ variant is one entry there
+(docs/architecture.md). ``step(opt, loss)`` is the one place that knows ScheduleFree+ takes the loss.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = [
     "METHODS",
     "Method",
     "OPTIMIZERS",
+    "is_tuned",
     "OptimConfig",
     "build_optimizer",
     "param_groups",
@@ -90,8 +95,9 @@ class OptimConfig:
     shrinks ||g||_1 but not the loss, which inflates the Polyak step (README, "Change one line", rule 3)."""
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.name not in METHODS or METHODS[self.name].build is None:
+            bases = [name for name, m in METHODS.items() if m.build is not None]
+            raise UserError(f"unknown optimizer {self.name!r}; choose one of {', '.join(bases)}")
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
         _check_int("warmup_steps", self.warmup_steps)
@@ -126,7 +132,7 @@ class OptimConfig:
         _check_number("cooldown_frac", self.cooldown_frac, low=0.0, high=1.0, high_closed=True)
         _check_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0, high_closed=True)
         _check_number("grad_clip", self.grad_clip, low=0.0)
-        if self.name == "sfplus" and self.grad_clip > 0:
+        if METHODS[self.name].polyak and self.grad_clip > 0:
             raise UserError(
                 "grad_clip is not supported with sfplus: clipping shrinks the gradient's L1 norm but not the "
                 "loss, which inflates the Polyak step; leave it at 0"
@@ -400,7 +406,7 @@ class Method:
 
     def optim_config(self, lr: float | None = None) -> OptimConfig:
         """The ``OptimConfig`` this method trains with (``lr``: a swept baseline's learning rate)."""
-        return OptimConfig(name=self.base or self.name, **self.config, **({} if lr is None else {"lr": lr}))
+        return OptimConfig(name=self.base or self.name, **{**self.config, **({} if lr is None else {"lr": lr})})
 
 
 def _unscheduled(make: Callable[[OptimConfig, list[dict[str, Any]]], torch.optim.Optimizer]) -> Builder:
@@ -415,8 +421,8 @@ def _adamw(schedule: Callable[[OptimConfig, torch.optim.Optimizer, int], Any]) -
     return build
 
 
-def _variant(base: Method, name: str, config: Mapping[str, Any], color: str) -> Method:
-    return replace(base, name=name, build=None, base=base.name, config=dict(config), color=color)
+def _variant(base: Method, name: str, config: Mapping[str, Any], color: str | None) -> Method:
+    return replace(base, name=name, build=None, base=base.name, config=dict(config), color=color, label=None)
 
 
 #: The paper's exact update (every safeguard off) with the paper's LLM settings as the lab used them in 0.1.0
@@ -433,7 +439,7 @@ _ADAMW = dict(tuned=True, lr=3e-3, weight_decay=0.1)  # lr suits the small lab m
 METHODS: dict[str, Method] = {m.name: m for m in (
     _SFPLUS,
     _variant(_SFPLUS, "sfplus-gamma1", _PAPER_ROW, "tab:red"),
-    _variant(_SFPLUS, "sfplus-lab-v1", {**_PAPER_ROW, "lr": 0.3}, "tab:gray"),
+    _variant(_SFPLUS, "sfplus-lab-v1", {**_PAPER_ROW, "lr": 0.3}, None),
     _variant(_SFPLUS, "sfplus-gamma1-wd0", {**_PAPER_ROW, "weight_decay": 0.0}, "tab:brown"),
     _variant(_SFPLUS, "sfplus-gamma1-wd1", {**_PAPER_ROW, "weight_decay": 1.0}, "tab:pink"),
     _variant(_SFPLUS, "sfplus-gamma1-wd20", {**_PAPER_ROW, "weight_decay": 20.0}, "tab:olive"),
@@ -446,6 +452,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sf-adamw", build=_unscheduled(_build_sf_adamw), tuned=True, lr=2.5e-3, weight_decay=0.1,
            color="tab:purple", label="SF-AdamW"),  # schedulefree's own default lr
 )}  # fmt: skip
+
+
+def is_tuned(name: str) -> bool:
+    """True for a baseline whose learning rate the bench sweeps; False for a fixed configuration, and for a
+    name the registry no longer holds (results files keep old names; those were fixed ScheduleFree+ rows)."""
+    method = METHODS.get(name)
+    return method is not None and method.tuned
+
 
 #: The names ``OptimConfig.name`` takes: the base entries, each with a builder.
 OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.build is not None)

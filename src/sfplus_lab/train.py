@@ -19,7 +19,7 @@ from typing import Any
 from .config import RunConfig
 from .errors import UserError
 from .model import PRESETS
-from .optim_factory import OPTIMIZERS
+from .optim_factory import METHODS
 from .recipes import RECIPES, get_recipe
 
 #: flag -> (config section, field, parser kind, help)
@@ -27,7 +27,7 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--tokens": ("train", "tokens", "count", "training budget in tokens, e.g. 300000, 300k, 2M (default 1.2M)"),
     "--tokens-per-param": ("train", "tokens_per_param", "float", "training budget in tokens per parameter"),
     "--model": ("train", "model_size", "str", f"model size: {', '.join(PRESETS)} (default 1m)"),
-    "--optimizer": ("optim", "name", "str", f"{', '.join(OPTIMIZERS)} (default sfplus)"),
+    "--optimizer": ("optim", "name", "str", f"{', '.join(METHODS)} (default sfplus)"),
     "--lr": ("optim", "lr", "float", "sfplus: step multiplier gamma (library default 1.0); baselines: peak LR"),
     "--warmup-steps": ("optim", "warmup_steps", "int", "linear warmup in steps (default 50)"),
     "--weight-decay": ("optim", "weight_decay", "float", "sfplus: AdamC lambda (library default 10); AdamW: 0.1"),
@@ -111,6 +111,8 @@ def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
         text = getattr(args, flag[2:].replace("-", "_"))
         if text is not None:
             changes[section][field] = _parse(flag, kind, text)
+    if "name" in changes["optim"]:
+        _apply_method(changes["optim"])
     if "preset" in changes["optim"]:
         # A preset on the command line means "these defaults": drop the recipe's own ScheduleFree+ values
         # (the quickstart's LAB_V1) unless a flag set them too.
@@ -133,10 +135,20 @@ def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
     return replace(cfg, **sections)
 
 
+def _apply_method(optim: dict[str, Any]) -> None:
+    """``--optimizer NAME``: a registry entry; a variant becomes its base with its fixed fields (flags win)."""
+    method = METHODS.get(optim["name"])
+    if method is None:
+        raise UserError(f"unknown optimizer {optim['name']!r}; choose one of {', '.join(METHODS)}")
+    optim["name"] = method.base or method.name
+    for key, value in method.config.items():
+        optim.setdefault(key, value)
+
+
 def _check_resume(saved: RunConfig, now: RunConfig, out: Path) -> None:
     before, after = _flatten(saved.to_dict()), _flatten(now.to_dict())
     allowed = set(RESUME_MAY_CHANGE)
-    if saved.optim.name in ("sfplus", "sf-adamw"):  # schedule-free: the run may be extended or shortened
+    if METHODS[saved.optim.name].kind == "anytime":  # schedule-free: the run may be extended or shortened
         allowed |= {"train.tokens", "train.tokens_per_param"}
     diffs = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
              if before.get(k) != after.get(k) and k not in allowed and not k.startswith("model.")]

@@ -31,6 +31,7 @@ from .metrics import MetricsLog
 from .model import GPT, forward_context, maybe_compile
 from .optim_factory import at_x as params_at_x
 from .optim_factory import build_optimizer, needs_loss, optimizer_scalars, set_train_mode
+from .optim_factory import step as optimizer_step
 
 __all__ = ["RunResult", "Trainer", "log_spaced_steps", "pick_device", "total_steps_for"]
 
@@ -177,10 +178,7 @@ class Trainer:
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        if needs_loss(self.optimizer):
-            self.optimizer.step(loss=loss.detach())
-        else:
-            self.optimizer.step()
+        optimizer_step(self.optimizer, loss)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sfplus_lab.cli import main
+from sfplus_lab.optim_factory import is_tuned
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_quick_writes_a_complete_results_file(quick_out: Path) -> None:
     assert set(cells) == {(b, m) for b in (2.0, 5.0, 10.0) for m in methods}
     for (_budget, method), cell in cells.items():
         assert len(cell["seeds"]) >= 1 and set(cell["per_source_mean"]) == {"austen-persuasion", "melville-mobydick"}
-        if not method.startswith("sfplus"):
+        if is_tuned(method):
             assert set(cell["sweep"]) == {"0.008", "0.016"}  # the quick grid, 1e-3 * 2**3 and 2**4
     assert len(cells[(10.0, "sfplus")]["seeds"]) == 2 and cells[(10.0, "sfplus")]["final_pooled_spread"] is not None
     assert math.isfinite(cells[(10.0, "sfplus")]["final_pooled_mean"])

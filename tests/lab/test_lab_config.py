@@ -12,7 +12,7 @@ import sfplus
 from sfplus_lab.config import CheckpointConfig, DataConfig, RunConfig, TrainConfig
 from sfplus_lab.errors import UserError
 from sfplus_lab.model import GPT, PRESETS, ModelConfig, model_preset
-from sfplus_lab.optim_factory import OPTIMIZERS, OptimConfig, build_optimizer, needs_loss, param_groups
+from sfplus_lab.optim_factory import OPTIMIZERS, OptimConfig, build_optimizer, param_groups, step
 from sfplus_lab.recipes import RECIPES, get_recipe
 
 BAD_CONFIGS = [
@@ -153,7 +153,7 @@ def _train_a_few_steps(name: str, steps: int = 6) -> list[float]:
         idx = torch.randint(0, 32, (4, 8), generator=gen)
         _, loss = model(idx, idx)
         loss.backward()
-        opt.step(loss=loss.detach()) if needs_loss(opt) else opt.step()
+        step(opt, loss)
         opt.zero_grad(set_to_none=True)
         if sched is not None:
             sched.step()

@@ -15,6 +15,7 @@ import math
 import statistics
 from typing import Any
 
+from ..optim_factory import is_tuned
 from .config import BenchConfig
 from .plan import best_k, final_loss
 
@@ -57,7 +58,7 @@ def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dic
         if r["job"]["seed"] == 0:
             k = r["job"]["k"] if r["job"]["k"] is not None else 0
             sweep[k] = min(sweep.get(k, math.inf), final_loss(r, budget))
-    fixed = method.startswith("sfplus")  # a fixed ScheduleFree+ configuration: nothing swept
+    fixed = not is_tuned(method)  # a fixed configuration: nothing swept
     k = best_k(sweep) if not fixed else 0
     chosen = [r for r in with_budget if (r["job"]["k"] if r["job"]["k"] is not None else 0) == k]
     by_seed: dict[int, dict] = {}
@@ -103,7 +104,7 @@ def _time_to_target(
     sf_runs = [longest[seed] for seed in sorted(longest)]
     out = []
     for cell in cells:
-        if cell["method"].startswith("sfplus") or not math.isfinite(cell["final_pooled_mean"]):
+        if not is_tuned(cell["method"]) or not math.isfinite(cell["final_pooled_mean"]):
             continue
         budget_tokens = cell["budget"] * n
         fractions, reached = [], []
@@ -219,7 +220,7 @@ def format_summary(doc: dict[str, Any]) -> str:
         lines.append("| budget (tok/param) | method | best LR | bracketed | seeds | final val loss (pooled) | spread |")
         lines.append("|---|---|---|---|---|---|---|")
         for c in block["cells"]:
-            fixed = c["method"].startswith("sfplus")
+            fixed = not is_tuned(c["method"])
             lr = "fixed" if fixed else f"{c['best_lr']:.3g}" if c["best_lr"] else "diverged"
             spread = "" if c["final_pooled_spread"] is None else f"{c['final_pooled_spread']:.4f}"
             lines.append(f"| {c['budget']:g} | {c['method']} | {lr} | {'yes' if c['lr_bracketed'] else 'NO'} | "

@@ -26,7 +26,7 @@ import torch
 from ..data import evaluable_sources
 from ..errors import UserError
 from .analysis import format_summary, summarize
-from .config import BASELINES, BENCH_SIZES, SFPLUS_CONFIGS, BenchConfig, quick_config
+from .config import BENCH_SIZES, BenchConfig, baselines, fixed_configs, quick_config
 from .meta import run_meta
 from .plan import next_jobs
 from .runner import Job, load_bench_corpus, run_job
@@ -48,11 +48,11 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         help="model sizes (default: 6k on CPU, 250k on CUDA)")
     parser.add_argument("--budgets", nargs="+", type=float, default=None,
                         help="token budgets in tokens per parameter (default 20 100 1000)")
-    parser.add_argument("--baselines", nargs="+", default=None, choices=list(BASELINES), metavar="NAME",
-                        help=f"baselines to sweep, each over learning rates (default all: {', '.join(BASELINES)}); "
+    parser.add_argument("--baselines", nargs="+", default=None, choices=baselines(), metavar="NAME",
+                        help=f"baselines to sweep, each over learning rates (default all: {', '.join(baselines())}); "
                         "ScheduleFree+ always runs")
     parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
-    parser.add_argument("--sfplus-extra", nargs="*", default=None, choices=[k for k in SFPLUS_CONFIGS if k != "sfplus"],
+    parser.add_argument("--sfplus-extra", nargs="*", default=None, choices=fixed_configs(),
                         help="further fixed ScheduleFree+ configurations to compare (default sfplus-gamma1)")
     parser.add_argument("--extra-seeds", type=int, default=None,
                         help="seeds for each --sfplus-extra configuration (default 1)")
@@ -64,7 +64,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
                         "one-sided (only towards lower LRs)")
     parser.add_argument("--long-max-extensions", type=int, default=None,
                         help="grid points the longest budget's sweep may add beyond its two starting LRs (default 2)")
-    parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=list(BASELINES),
+    parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=baselines(),
                         help="baselines whose best long-budget LR gets the extra seeds (default adamw-wsd)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per step (default 32; 8 with --quick, 64 on CUDA)")

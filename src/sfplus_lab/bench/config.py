@@ -13,28 +13,30 @@ from typing import Any
 
 from ..errors import UserError
 from ..model import PRESETS, ModelConfig
+from ..optim_factory import METHODS, is_tuned
 
-__all__ = ["BASELINES", "BENCH_SIZES", "SFPLUS_CONFIGS", "BenchConfig", "quick_config", "model_config"]
+__all__ = ["BASELINES", "BENCH_SIZES", "SFPLUS_CONFIGS", "BenchConfig", "baselines", "fixed_configs", "quick_config",
+           "model_config"]
 
-#: Baselines, each with an LR sweep. ScheduleFree+ ("sfplus") is always run as well.
-BASELINES = ("adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
 
-#: ScheduleFree+ configurations, each fixed in advance: overrides of ``OptimConfig(name="sfplus")``.
-#: "sfplus" (the headline) is the library's default, untouched. "sfplus-gamma1" is the paper's exact update
-#: (every safeguard off) with the paper's LLM settings as the lab used them in 0.1.0 (gamma 1, warmup 50,
-#: lambda 10, beta annealed over 1000 steps, polyak_beta 0.9, c_warmup 100, r 1): the paper's row.
-#: "sfplus-lab-v1" is the same at gamma 0.3, the lab's default in 0.1.0. The "-wd" ones are diagnostics of
-#: the paper's row (lambda 0 / 1 / 20 / 50), not candidates picked by the benchmark.
-_PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "weight_decay": 10.0, "sf_beta1_anneal_steps": 1000,
-                              "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
+def baselines() -> tuple[str, ...]:
+    """The registry's baselines (``Method.tuned``): each gets an LR sweep. ScheduleFree+ always runs too."""
+    return tuple(name for name, m in METHODS.items() if m.tuned)
+
+
+def fixed_configs() -> tuple[str, ...]:
+    """The registry's further fixed ScheduleFree+ configurations (``--sfplus-extra``), all but "sfplus"."""
+    return tuple(name for name, m in METHODS.items() if m.polyak and not m.tuned and name != "sfplus")
+
+
+#: The baselines when this module was imported (``baselines()``), kept for scripts that import the name.
+BASELINES = baselines()
+
+#: ScheduleFree+ configurations, each fixed in advance: ``OptimConfig(name="sfplus")`` overrides, from the
+#: registry (``sfplus_lab.optim_factory.METHODS`` says what each is). "sfplus", the headline, is the
+#: library's default, untouched.
 SFPLUS_CONFIGS: dict[str, dict[str, Any]] = {
-    "sfplus": {},
-    "sfplus-gamma1": _PAPER_ROW,
-    "sfplus-lab-v1": {**_PAPER_ROW, "lr": 0.3},
-    "sfplus-gamma1-wd0": {**_PAPER_ROW, "weight_decay": 0.0},
-    "sfplus-gamma1-wd1": {**_PAPER_ROW, "weight_decay": 1.0},
-    "sfplus-gamma1-wd20": {**_PAPER_ROW, "weight_decay": 20.0},
-    "sfplus-gamma1-wd50": {**_PAPER_ROW, "weight_decay": 50.0},
+    name: dict(m.config) for name, m in METHODS.items() if m.polyak and not m.tuned
 }
 
 #: size -> (n_layer, n_head, d_model): the lab's one size list (``sfplus_lab.model.PRESETS``, whose
@@ -58,7 +60,7 @@ class BenchConfig:
     """Model sizes (``BENCH_SIZES``); each gets the full sweep."""
     budgets: tuple[float, ...] = (20.0, 100.0, 1000.0)
     """Token budgets in tokens per parameter. The largest is the 'long' budget (phase 2)."""
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = field(default_factory=baselines)
     """Baselines to sweep (ScheduleFree+ always runs)."""
     sfplus_extra: tuple[str, ...] = ("sfplus-gamma1",)
     """Further fixed ScheduleFree+ configurations (``SFPLUS_CONFIGS``), for comparison."""
@@ -114,10 +116,10 @@ class BenchConfig:
         self.lr_grid = tuple(self.lr_grid)
         self.long_seed_baselines = tuple(self.long_seed_baselines)
         self.sfplus_extra = tuple(self.sfplus_extra)
-        unknown = [m for m in self.sfplus_extra if m not in SFPLUS_CONFIGS or m == "sfplus"]
+        fixed = fixed_configs()
+        unknown = [m for m in self.sfplus_extra if m not in fixed]
         if unknown:
-            raise UserError(f"unknown extra ScheduleFree+ configuration(s) {unknown}; choose from "
-                            f"{', '.join(k for k in SFPLUS_CONFIGS if k != 'sfplus')}")
+            raise UserError(f"unknown extra ScheduleFree+ configuration(s) {unknown}; choose from {', '.join(fixed)}")
         if self.data is not None:
             self.data = tuple(self.data)
         for size in self.sizes:
@@ -129,9 +131,9 @@ class BenchConfig:
             raise UserError(f"budgets must be positive tokens-per-parameter values, got {self.budgets}")
         if list(self.budgets) != sorted(set(self.budgets)):
             raise UserError(f"budgets must be increasing and distinct, got {self.budgets}")
-        unknown = [b for b in (*self.baselines, *self.long_seed_baselines) if b not in BASELINES]
+        unknown = [b for b in (*self.baselines, *self.long_seed_baselines) if not is_tuned(b)]
         if unknown:
-            raise UserError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
+            raise UserError(f"unknown baseline(s) {unknown}; choose from {', '.join(baselines())}")
         if not self.lr_grid or not (self.lr_base > 0):
             raise UserError("lr_grid must be non-empty and lr_base > 0")
         if self.long_sweep not in ("two-sided", "one-sided"):

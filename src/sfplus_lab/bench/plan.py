@@ -23,12 +23,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..optim_factory import METHODS
 from .config import BenchConfig
 from .runner import Job
 
 __all__ = ["next_jobs", "final_loss", "best_k"]
 
-_KIND = {"adamw-wsd": "wsd", "adamw-cosine": "decay", "adamw-linear": "decay", "sf-adamw": "anytime"}
+
+def _kind(method: str) -> str:
+    """How runs of ``method`` serve the budgets (``Method.kind``): anytime, wsd or decay."""
+    return METHODS[method].kind
 
 
 def final_loss(record: dict[str, Any], budget: float) -> float:
@@ -44,7 +48,7 @@ def _jobs_at(
 ) -> list[Job]:
     """The job(s) that measure ``method`` at LR index ``k`` for ``budgets``."""
     lr = cfg.lr(k)
-    kind = _KIND[method]
+    kind = _kind(method)
     if kind == "decay":
         return [Job(size=size, method=method, lr=lr, k=k, seed=seed, kind=kind, budgets=[b], horizon_tpp=b,
                     phase=phase) for b in budgets]
@@ -113,7 +117,7 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
         for b in short:
             k = best_k(_scores(records, size, method, b))
             if k is not None:
-                budgets = [b] if _KIND[method] == "decay" else short
+                budgets = [b] if _kind(method) == "decay" else short
                 due += [j for j in _jobs_at(cfg, size, method, k, budgets, seed, "seed") if j.id not in records]
     if len(cfg.budgets) == 1:
         return due, not due
@@ -121,7 +125,7 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
     k_short = best_k(_scores(records, size, method, short[-1], phase="short"))
     k_short = min(grid) if k_short is None else k_short
     start = [k_short, k_short - 1]
-    long_jobs = [j for k in start for j in _jobs_at(cfg, size, method, k, [*short, long_b] if _KIND[method] != "decay"
+    long_jobs = [j for k in start for j in _jobs_at(cfg, size, method, k, [*short, long_b] if _kind(method) != "decay"
                                                     else [long_b], 0, "long")]
     missing = [j for j in long_jobs if j.id not in records]
     if missing:
@@ -129,14 +133,14 @@ def _baseline_jobs(cfg: BenchConfig, records: dict[str, dict], size: str, method
     long_scores = _scores(records, size, method, long_b)
     ext = _extension(long_scores, start, cfg.long_max_extensions, downward_only=cfg.long_sweep == "one-sided")
     if ext is not None and ext not in long_scores:
-        extra = _jobs_at(cfg, size, method, ext, [*short, long_b] if _KIND[method] != "decay" else [long_b], 0, "long")
+        extra = _jobs_at(cfg, size, method, ext, [*short, long_b] if _kind(method) != "decay" else [long_b], 0, "long")
         return due + [j for j in extra if j.id not in records], False
     # 3b. extra seeds at the long budget's best LR (the headline cells)
     if method in cfg.long_seed_baselines:
         k = best_k(long_scores)
         if k is not None:
             for seed in range(1, cfg.seeds):
-                budgets = [*short, long_b] if _KIND[method] != "decay" else [long_b]
+                budgets = [*short, long_b] if _kind(method) != "decay" else [long_b]
                 due += [j for j in _jobs_at(cfg, size, method, k, budgets, seed, "seed") if j.id not in records]
     return due, not due
 

@@ -6,15 +6,19 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..optim_factory import METHODS, is_tuned
+
 __all__ = ["anytime_ylim", "draw_all"]
 
-_COLORS = {"sfplus": "black", "sfplus-gamma1": "tab:red", "sfplus-gamma1-wd1": "tab:pink",
-           "sfplus-gamma1-wd0": "tab:brown", "sfplus-gamma1-wd20": "tab:olive", "sfplus-gamma1-wd50": "tab:cyan",
-           "adamw-wsd": "tab:blue", "adamw-cosine": "tab:orange",
-           "adamw-linear": "tab:green", "sf-adamw": "tab:purple"}
+def _color(method: str) -> str | None:
+    """The method's colour from the registry (None: matplotlib picks one, e.g. for a name it no longer holds)."""
+    entry = METHODS.get(method)
+    return None if entry is None else entry.color
 
 
-_SHORT = {"adamw-wsd": "WSD", "adamw-cosine": "cosine", "adamw-linear": "linear", "sf-adamw": "SF-AdamW"}
+def _label(method: str) -> str:
+    entry = METHODS.get(method)
+    return method if entry is None or entry.label is None else entry.label
 
 
 def _plt():
@@ -43,12 +47,12 @@ def _anytime(block: dict[str, Any], budgets: list[float], title: str, path: Path
     for name, run in block["anytime"].items():
         xs, ys = zip(*[(x, y) for x, y in run["curve"] if math.isfinite(y)]) if run["curve"] else ((), ())
         style = "-" if run["seed"] == 0 else ":"
-        fixed = run["method"].startswith("sfplus")
+        fixed = not is_tuned(run["method"])
         label = name if fixed else f"{run['method']} lr={run['lr']:.3g} (seed {run['seed']})"
-        ax.plot(xs, ys, style, color=_COLORS.get(run["method"]), label=label, lw=1.4)
+        ax.plot(xs, ys, style, color=_color(run["method"]), label=label, lw=1.4)
     for c in block["cells"]:  # each method's best final value at every budget, as a marker
         if math.isfinite(c["final_pooled_mean"]):
-            ax.plot([c["budget"]], [c["final_pooled_mean"]], "o", color=_COLORS.get(c["method"]), ms=5)
+            ax.plot([c["budget"]], [c["final_pooled_mean"]], "o", color=_color(c["method"]), ms=5)
     for b in budgets:
         ax.axvline(b, color="grey", lw=0.6, ls="--")
     ax.set_xscale("log")
@@ -72,12 +76,12 @@ def _schedules(block: dict[str, Any], title: str, path: Path) -> None:
         if not trace.get("step"):
             continue
         tpp = [s * run["tokens_per_step"] / run["num_params"] for s in trace["step"]]
-        if run["method"].startswith("sfplus"):
-            color = _COLORS[run["method"]] if run["seed"] == 0 else "grey"
+        if not is_tuned(run["method"]):  # a ScheduleFree+ configuration: its emergent alpha
+            color = _color(run["method"]) if run["seed"] == 0 else "grey"
             ax1.plot(tpp, trace["alpha"], lw=0.8, color=color, label=name)
         elif run["seed"] == 0:
             peak = run["lr"] or max(trace["lr"]) or 1.0  # the swept peak LR (the trace is decimated)
-            ax2.plot(tpp, [v / peak for v in trace["lr"]], color=_COLORS.get(run["method"]),
+            ax2.plot(tpp, [v / peak for v in trace["lr"]], color=_color(run["method"]),
                      label=f"{run['method']} (peak lr {peak:.3g})")
     ax1.set_ylabel("ScheduleFree+ alpha_k")
     ax1.set_yscale("log")
@@ -99,13 +103,13 @@ def _sweeps(block: dict[str, Any], budgets: list[float], title: str, path: Path)
         for c in block["cells"]:
             if c["budget"] != b:
                 continue
-            if c["method"].startswith("sfplus"):
+            if not is_tuned(c["method"]):
                 for v in c["final_pooled"]:
-                    ax.axhline(v, color=_COLORS.get(c["method"]), lw=1, label=f"{c['method']} (fixed, per seed)")
+                    ax.axhline(v, color=_color(c["method"]), lw=1, label=f"{c['method']} (fixed, per seed)")
                 continue
             pts = sorted((float(lr), v) for lr, v in c["sweep"].items() if math.isfinite(v))
             if pts:
-                ax.plot(*zip(*pts), "o-", color=_COLORS.get(c["method"]), label=c["method"], ms=3)
+                ax.plot(*zip(*pts), "o-", color=_color(c["method"]), label=c["method"], ms=3)
         ax.set_xscale("log")
         ax.set_title(f"{b:g} tokens/param")
         ax.set_xlabel("learning rate")
@@ -126,14 +130,14 @@ def _time_to_target(block: dict[str, Any], title: str, path: Path) -> None:
     labels, means, errs = [], [], []
     for t in rows:
         got = [f for f in t["sfplus_fraction_per_seed"] if f is not None]
-        labels.append(f"{_SHORT.get(t['baseline'], t['baseline'])}\n@{t['budget']:g}")
+        labels.append(f"{_label(t['baseline'])}\n@{t['budget']:g}")
         if len(got) == len(t["sfplus_fraction_per_seed"]) and got:
             means.append(sum(got) / len(got))
             errs.append((max(got) - min(got)) / 2)
         else:
             means.append(t["sfplus_horizon_fraction"])  # not reached within the run: a lower bound
             errs.append(0.0)
-    colors = [_COLORS.get(t["baseline"]) for t in rows]
+    colors = [_color(t["baseline"]) for t in rows]
     bars = ax.bar(range(len(rows)), means, yerr=errs, color=colors, capsize=3)
     for bar, t in zip(bars, rows):
         if not all(t["reached_per_seed"]):

@@ -30,8 +30,8 @@ import torch
 
 from ..data import eval_batches, get_batch, load_corpus
 from ..model import GPT, ModelConfig
-from ..optim_factory import OptimConfig, at_x, build_optimizer, needs_loss
-from .config import SFPLUS_CONFIGS, BenchConfig, model_config
+from ..optim_factory import METHODS, OptimConfig, at_x, build_optimizer, needs_loss, step
+from .config import BenchConfig, model_config
 
 __all__ = ["Job", "run_job", "load_bench_corpus", "eval_steps_for", "steps_for_budget"]
 
@@ -171,10 +171,7 @@ def _train_until(run: _Run, end: int, *, cfg: BenchConfig, job: Job, train_token
         if not math.isfinite(loss_value):
             run.diverged = True  # a baseline LR too high: recorded, not hidden
             break
-        if needs_loss(run.opt):
-            run.opt.step(loss=loss.detach())
-        else:
-            run.opt.step()
+        step(run.opt, loss)
         if run.sched is not None:
             run.sched.step()
         run.step += 1
@@ -192,9 +189,8 @@ def _evaluate_into(run: _Run, cfg: BenchConfig, windows: dict, num_params: int, 
 
 
 def _optim_config(job: Job) -> OptimConfig:
-    if job.method in SFPLUS_CONFIGS:  # a fixed configuration (the lab's default, or the library's gamma): no tuning
-        return OptimConfig(name="sfplus", **SFPLUS_CONFIGS[job.method])
-    return OptimConfig(name=job.method, lr=job.lr)
+    """The job's method from the registry, at the job's learning rate (None for a fixed configuration)."""
+    return METHODS[job.method].optim_config(lr=job.lr)
 
 
 def _build(job: Job, mcfg: ModelConfig, total_steps: int, device: torch.device) -> _Run:
@@ -297,7 +293,7 @@ def run_job(job: Job, cfg: BenchConfig) -> dict[str, Any]:
 def _evals_per_decade(cfg: BenchConfig, job: Job) -> int:
     """Dense for ScheduleFree+ (time-to-target reads its curve), sparse for a baseline's long runs (the
     anytime figure), none between budget ends for short sweeps (only their final values are used)."""
-    if job.method in SFPLUS_CONFIGS:
+    if not METHODS[job.method].tuned:
         return cfg.evals_per_decade
     return cfg.baseline_evals_per_decade if max(job.budgets) >= cfg.long_budget else 0
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from ..optim_factory import needs_loss, step
 from .meta import run_meta
 
 __all__ = ["SHAPES", "METHODS", "StepBenchConfig", "gpt_param_shapes", "run_step_benchmark", "main"]
@@ -71,12 +72,12 @@ def gpt_param_shapes(shape: GPTShape) -> list[tuple[int, ...]]:
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """One optimizer under test: how to build it, how to step it, state buffers per parameter."""
+    """One optimizer under test: how to build it and its state buffers per parameter. Stepped by
+    ``sfplus_lab.optim_factory.step``, which gives ScheduleFree+ the loss."""
 
     name: str
     build: Callable[[list[torch.Tensor]], torch.optim.Optimizer]
     state_buffers: int  # parameter-sized state tensors, for the memory plan before building
-    needs_loss: bool = False
 
 
 def _sfplus(**flags: bool) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
@@ -116,12 +117,12 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("adamw-fused", _adamw(fused=True), 2),
         Method("sf-adamw", _sf_adamw, 2),
-        Method("sfplus-default", _sfplus(), 3, needs_loss=True),  # no flags: the path a user gets
-        Method("sfplus-foreach", _sfplus(foreach=True), 3, needs_loss=True),
+        Method("sfplus-default", _sfplus(), 3),  # no flags: the path a user gets
+        Method("sfplus-foreach", _sfplus(foreach=True), 3),
         Method("adamw-foreach", _adamw(foreach=True), 2),
-        Method("sfplus-fused", _sfplus(fused=True), 3, needs_loss=True),  # torch.compile'd update
-        Method("sfplus-forloop", _sfplus(foreach=False), 3, needs_loss=True),
-        Method("sfplus-reference", _reference, 5, needs_loss=True),
+        Method("sfplus-fused", _sfplus(fused=True), 3),  # torch.compile'd update
+        Method("sfplus-forloop", _sfplus(foreach=False), 3),
+        Method("sfplus-reference", _reference, 5),
     )
 }
 
@@ -179,11 +180,8 @@ def _make_params(shapes: list[tuple[int, ...]], device: torch.device, seed: int)
     return params
 
 
-def _step(method: Method, opt: torch.optim.Optimizer) -> None:
-    if method.needs_loss:
-        opt.step(loss=3.0)  # a typical LM loss; F only enters a scalar, not the tensor work
-    else:
-        opt.step()
+#: The loss handed to ScheduleFree+: a typical LM loss; F only enters a scalar, not the tensor work.
+_LOSS = 3.0
 
 
 def _state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -197,19 +195,19 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
     return total
 
 
-def _transient_peak_bytes(method: Method, opt: torch.optim.Optimizer, device: torch.device) -> int:
+def _transient_peak_bytes(opt: torch.optim.Optimizer, device: torch.device) -> int:
     """Bytes a step allocates at its peak beyond what was allocated before it."""
     if device.type == "cuda":
         _sync(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        _step(method, opt)
+        step(opt, _LOSS)
         _sync(device)
         return int(torch.cuda.max_memory_allocated(device) - before)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        _step(method, opt)
+        step(opt, _LOSS)
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     current = peak = 0
     for event in sorted(events, key=lambda e: e.start_ns()):
@@ -256,14 +254,14 @@ def bench_size(cfg: StepBenchConfig, size: str) -> tuple[list[dict[str, Any]], l
     opts = {m.name: m.build(params) for m in methods}
     for _ in range(cfg.warmup):
         for m in methods:
-            _step(m, opts[m.name])
+            step(opts[m.name], _LOSS)
     times: dict[str, list[float]] = {m.name: [] for m in methods}
     for r in range(cfg.repeats):
         order = methods[r % len(methods):] + methods[: r % len(methods)]  # rotate: no fixed position
         for m in order:
             _sync(device)
             t0 = time.perf_counter()
-            _step(m, opts[m.name])
+            step(opts[m.name], _LOSS)
             _sync(device)
             times[m.name].append(time.perf_counter() - t0)
     rows = []
@@ -284,8 +282,8 @@ def bench_size(cfg: StepBenchConfig, size: str) -> tuple[list[dict[str, Any]], l
             "state_per_param": _state_bytes(opt) / (4 * num_params),
         }
         if cfg.measure_memory:
-            row["transient_peak_bytes"] = _transient_peak_bytes(m, opt, device)
-        if m.needs_loss:
+            row["transient_peak_bytes"] = _transient_peak_bytes(opt, device)
+        if needs_loss(opt):
             row["skipped_steps"] = int(opt.stats.get("num_skipped", 0))
             if row["skipped_steps"]:
                 raise RuntimeError(f"{m.name} skipped {row['skipped_steps']} steps at {size}: its timing is invalid")

@@ -1,0 +1,97 @@
+"""The method registry: every entry trains, the CLI and the bench read it, and one entry adds a baseline.
+
+``test_one_entry_adds_a_baseline_to_bench_and_plots`` is the worked example of docs/architecture.md
+("Add a baseline"): AdamW at a constant learning rate, registered and nothing else, is planned, trained,
+summarised and coloured by the bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+import torch
+
+from sfplus_lab import optim_factory
+from sfplus_lab.bench import plots
+from sfplus_lab.bench.analysis import summarize
+from sfplus_lab.bench.config import BASELINES, SFPLUS_CONFIGS, baselines, fixed_configs, quick_config
+from sfplus_lab.bench.plan import next_jobs
+from sfplus_lab.bench.runner import run_job
+from sfplus_lab.model import GPT, ModelConfig
+from sfplus_lab.optim_factory import METHODS, Method, OptimConfig, build_optimizer, is_tuned, step
+from sfplus_lab.recipes import get_recipe
+from sfplus_lab.train import FLAGS, apply_flags
+
+
+def _needs(method: Method) -> None:
+    base = method.base or method.name
+    if base == "adamw-wsd":
+        pytest.importorskip("transformers")
+    if base == "sf-adamw":
+        pytest.importorskip("schedulefree")
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_entry_builds_and_steps_through_the_adapter(name: str) -> None:
+    method = METHODS[name]
+    _needs(method)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=32, seq_len=8, n_layer=1, n_head=2, d_model=16))
+    cfg = method.optim_config()
+    assert cfg.name == (method.base or name) and all(getattr(cfg, k) == v for k, v in method.config.items())
+    opt, sched = build_optimizer(cfg, model, total_steps=4)
+    before = [p.detach().clone() for p in model.parameters()]
+    idx = torch.randint(0, 32, (4, 8), generator=torch.Generator().manual_seed(1))
+    for _ in range(2):  # (WSD's warmup starts at lr 0)
+        _, loss = model(idx, idx)
+        loss.backward()
+        step(opt, loss)  # ScheduleFree+ without the loss would raise; the others would reject a loss keyword
+        opt.zero_grad(set_to_none=True)
+        if sched is not None:
+            sched.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert optim_factory.needs_loss(opt) == method.polyak
+
+
+def test_the_bench_tables_are_views_of_the_registry() -> None:
+    assert BASELINES == baselines() == ("adamw-wsd", "adamw-cosine", "adamw-linear", "sf-adamw")
+    assert SFPLUS_CONFIGS["sfplus"] == {} and set(SFPLUS_CONFIGS) == {"sfplus", *fixed_configs()}
+    assert all(not is_tuned(m) for m in SFPLUS_CONFIGS) and all(is_tuned(m) for m in BASELINES)
+    assert not is_tuned("sfplus-some-old-name")  # results files keep names the registry dropped: fixed rows
+
+
+def _flags(**typed: str) -> argparse.Namespace:
+    values = {flag[2:].replace("-", "_"): None for flag in FLAGS}
+    values.update(typed)
+    return argparse.Namespace(**values, data=None, compile=None, no_progress=False)
+
+
+def test_train_optimizer_flag_takes_a_variant_and_flags_win() -> None:
+    cfg = apply_flags(get_recipe("default"), _flags(optimizer="sfplus-gamma1", weight_decay="3"))
+    row = METHODS["sfplus-gamma1"].config
+    assert cfg.optim.name == "sfplus" and cfg.optim.preset == "paper" and cfg.optim.weight_decay == 3.0
+    assert cfg.optim.lr == row["lr"] and cfg.optim.c_warmup == row["c_warmup"]
+
+
+def _constant(cfg: OptimConfig, opt: torch.optim.Optimizer, total_steps: int) -> None:
+    return None  # no schedule: the lr stays at its peak
+
+
+def test_one_entry_adds_a_baseline_to_bench_and_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = Method("adamw-constant", build=optim_factory._adamw(_constant), kind="anytime", tuned=True, lr=3e-3,
+                   weight_decay=0.1, color="tab:gray", label="constant")  # fmt: skip
+    monkeypatch.setitem(METHODS, entry.name, entry)
+    cfg = quick_config(sizes=("3k",), budgets=(0.5, 1.0), baselines=("adamw-constant",), sfplus_extra=(), seeds=1,
+                       lr_grid=(3,), eval_tokens=512)  # fmt: skip
+    jobs, complete = next_jobs(cfg, {})
+    mine = [j for j in jobs if j.method == "adamw-constant"]
+    assert mine and not complete and all(j.kind == "anytime" and j.lr == cfg.lr(3) for j in mine)
+    rec = run_job(mine[0], cfg)
+    assert rec["optim"]["name"] == "adamw-constant" and rec["optim"]["lr"] == cfg.lr(3)
+    assert set(rec["trace"]["lr"]) == {cfg.lr(3)}  # constant, as registered
+    cells = summarize(cfg, {rec["job"]["id"]: rec})["3k"]["cells"]
+    cell = next(c for c in cells if c["method"] == "adamw-constant")
+    assert cell["best_lr"] == cfg.lr(3) and math.isfinite(cell["final_pooled_mean"])
+    assert plots._color("adamw-constant") == "tab:gray" and plots._label("adamw-constant") == "constant"
