@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .atomic import atomic_dir
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -300,27 +300,20 @@ def _write_atomically(out: Path, weights: dict[str, torch.Tensor], config: dict[
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as exc:
         raise UserError(f"cannot write to {parent}: {exc.strerror or exc}") from None
     try:
-        st.save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        mask = _umask()
-        for name in ("model.safetensors", "config.json"):
-            os.chmod(tmp / name, 0o666 & ~mask)
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o777 & ~mask)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
+        with atomic_dir(out) as tmp:
+            st.save_file({k: v.detach().contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            mask = _umask()
+            for name in ("model.safetensors", "config.json"):
+                os.chmod(tmp / name, 0o666 & ~mask)
+            os.chmod(tmp, 0o777 & ~mask)
+            if out.exists():
+                out.rmdir()  # empty, checked above
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_model(folder: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .atomic import fsync_dir, fsync_file
 from .errors import UserError
 from .hashing import sha256_file
 
@@ -50,42 +51,23 @@ def step_dirname(step: int) -> str:
     return f"step_{step:07d}"
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry durable; some filesystems refuse fsync on directories, which is harmless."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_files(tmp: Path, payload: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
     """Write every file of a checkpoint into ``tmp`` (fsynced) and return their sha256s."""
     hashes = {}
     for name, obj in payload.items():
         torch.save(obj, tmp / name)
-        _fsync_file(tmp / name)
+        fsync_file(tmp / name)
         hashes[name] = sha256_file(tmp / name)
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    _fsync_file(tmp / "config.json")
+    fsync_file(tmp / "config.json")
     hashes["config.json"] = sha256_file(tmp / "config.json")
     return hashes
 
 
 def _write_marker(tmp: Path, step: int, hashes: dict[str, str]) -> None:
     (tmp / COMPLETE).write_text(json.dumps({"step": step, "sha256": hashes}, indent=2, sort_keys=True))
-    _fsync_file(tmp / COMPLETE)
-    _fsync_dir(tmp)
+    fsync_file(tmp / COMPLETE)
+    fsync_dir(tmp)
 
 
 def save(root: Path, step: int, payload: dict[str, Any], config: dict[str, Any], keep: int = 2) -> Checkpoint:
@@ -111,7 +93,7 @@ def save(root: Path, step: int, payload: dict[str, Any], config: dict[str, Any],
         if final.exists():  # an unverifiable leftover under the final name: move it out of the way first
             final.rename(root / f"{_TMP_PREFIX}stale-{final.name}-{os.getpid()}")
         tmp.rename(final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
+
 __all__ = ["MetricsLog", "read_metrics"]
 
 
@@ -58,12 +60,7 @@ class MetricsLog:
             self.rows = []
         else:
             self.rows = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in self.rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
         self._file = open(self.path, "a")  # noqa: SIM115 - held open for the run, closed in close()
 
     def write(self, row: dict[str, Any]) -> None:

@@ -9,9 +9,10 @@ backend (no display needed) and written aside then renamed, so a viewer never se
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_path
 
 __all__ = ["write_plots"]
 
@@ -39,9 +40,8 @@ def _smooth(values: list[float]) -> list[float]:
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix[1:])
 
 
 def _zoom_limits(points: list[tuple[float, float]], start: float) -> tuple[float, float] | None:

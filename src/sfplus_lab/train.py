@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import time
@@ -16,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .config import RunConfig
 from .errors import UserError
 from .model import PRESETS
@@ -192,9 +192,7 @@ def prepare_run_dir(out: Path, *, force: bool) -> None:
 
 
 def write_config(out: Path, cfg: RunConfig) -> None:
-    tmp = out / "config.json.tmp"
-    tmp.write_text(cfg.to_json())
-    os.replace(tmp, out / "config.json")
+    write_atomic(out / "config.json", cfg.to_json())
 
 
 def run(name: str, args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ import concurrent.futures as cf
 import hashlib
 import json
 import multiprocessing
-import os
 import signal
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_atomic
 from ..data import evaluable_sources
 from ..errors import UserError
 from .analysis import format_summary, summarize
@@ -116,9 +116,7 @@ def _fingerprint(cfg: BenchConfig) -> str:
 
 def _write_json(path: Path, obj: Any) -> None:
     """Write atomically: a crash never leaves a half-written results or run file."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, allow_nan=True) + "\n")
 
 
 def _load_runs(runs_dir: Path, fingerprint: str) -> dict[str, dict]:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_dir
 from ..errors import UserError
 from .cleaning import clean_text
 from .tokenizer import BPETokenizer, ByteTokenizer, tokenizer_from_dict
@@ -211,20 +211,15 @@ def _tokenize(sources: list[Source], kind: str, vocab_size: int | None) -> tuple
 def _write_entry(entry: Path, tok: Any, train: np.ndarray, val: dict[str, np.ndarray], meta: dict) -> None:
     """Write a cache entry aside, then rename it into place (atomic: readers see all of it or none)."""
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
-        train.tofile(tmp / "train.bin")
-        for i, name in enumerate(val):
-            val[name].astype(np.uint16).tofile(tmp / f"val_{i}.bin")
-        (tmp / "tokenizer.json").write_text(json.dumps(tok.to_dict()))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, entry)
+        with atomic_dir(entry) as tmp:
+            train.tofile(tmp / "train.bin")
+            for i, name in enumerate(val):
+                val[name].astype(np.uint16).tofile(tmp / f"val_{i}.bin")
+            (tmp / "tokenizer.json").write_text(json.dumps(tok.to_dict()))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (entry / "meta.json").exists():
+        if not (entry / "meta.json").exists():  # (another process may have put the same entry in place first)
             raise
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from ..errors import UserError
 from ..hashing import sha256_file
 from .cleaning import austen_lines_to_text, clean_text, strip_gutenberg
@@ -234,19 +235,9 @@ def extract_text(pkg: Package, root: Path) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write aside, fsync, rename: a reader sees the old file or the new one, never a torn one."""
+    """``write_atomic``, readable by every user of a shared cache (0644, whatever the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the corpus from other users of a shared cache
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode=0o644)
 
 
 def fetch_corpus(
