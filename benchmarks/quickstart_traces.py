@@ -14,11 +14,13 @@ import csv
 import json
 from pathlib import Path
 
+from sfplus_lab.metrics import read_metrics
+
 COLUMNS = ("step", "tokens", "loss", "alpha", "inner", "l1", "e_hat", "c", "beta")
 
 
 def read_run(folder: Path) -> tuple[list[dict], list[dict], float]:
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(folder / "metrics.jsonl")
     train = [r for r in rows if r.get("kind") == "train" and "alpha" in r]
     evals = [r for r in rows if "val_loss" in r]
     lam = float(json.loads((folder / "config.json").read_text())["optim"]["weight_decay"])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
+from .errors import UserError
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -29,15 +30,25 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All complete rows of a metrics file; a torn last line (a crash mid-write) is skipped."""
-    rows = []
+    """Every row of a metrics file, in file order ([] when there is no file): the one reader of metrics.jsonl.
+
+    A torn last line (the run is still writing, or was killed mid-write) is skipped; an unreadable line
+    anywhere else means the file was damaged, and raises ``UserError`` naming it. Blank lines and lines that
+    are not JSON objects are skipped.
+    """
     if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            if number == len(lines):
+                break
+            raise UserError(f"{path}:{number}: not a JSON line") from None
         if isinstance(row, dict):
             rows.append(row)
     return rows

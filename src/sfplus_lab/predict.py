@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .metrics import read_metrics
 
 __all__ = [
     "Fit",
@@ -225,18 +226,9 @@ def read_eval_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run folder: {path} does not exist")
-    lines = path.read_text(encoding="utf-8").splitlines()
     by_step: dict[int, float] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break  # a torn last line (the run is still writing, or was killed): ignore it
-            raise UserError(f"{path}:{number}: not a JSON line") from None
-        if isinstance(row, dict) and "step" in row and isinstance(row.get(metric), (int, float)):
+    for row in read_metrics(path):
+        if "step" in row and isinstance(row.get(metric), (int, float)):
             by_step[int(row["step"])] = float(row[metric])
     return sorted(by_step.items())
 
@@ -329,17 +321,12 @@ def _num_params(model_config: dict[str, Any]) -> int:
 
 def _tokens_per_step(run_dir: Path) -> int | None:
     try:
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
+        rows = read_metrics(run_dir / "metrics.jsonl")
+    except (OSError, UserError):
         return None
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("tokens"), int) and isinstance(row.get("step"), int):
-            if row["step"] > 0:
-                return row["tokens"] // row["step"]
+    for row in rows:
+        if isinstance(row.get("tokens"), int) and isinstance(row.get("step"), int) and row["step"] > 0:
+            return row["tokens"] // row["step"]
     return None
 
 

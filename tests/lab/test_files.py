@@ -1,4 +1,5 @@
-"""The one atomic-write helper: the old content or the new, never a torn file, and no leftovers on failure."""
+"""The one atomic-write helper (the old content or the new, never a torn file, no leftovers on failure) and
+the one metrics.jsonl reader."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from sfplus_lab.atomic import atomic_dir, atomic_path, write_atomic
+from sfplus_lab.errors import UserError
+from sfplus_lab.metrics import read_metrics
 
 
 def test_write_replaces_text_and_bytes(tmp_path: Path) -> None:
@@ -46,3 +49,13 @@ def test_a_folder_appears_complete_or_not_at_all(tmp_path: Path) -> None:
         (tmp / "b.json").write_text("{}")
         assert not out.exists()
     assert sorted(p.name for p in out.iterdir()) == ["a.bin", "b.json"] and list(tmp_path.iterdir()) == [out]
+
+
+def test_the_metrics_reader_skips_a_torn_last_line_and_names_a_damaged_one(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    assert read_metrics(path) == []
+    path.write_text('{"step": 1, "loss": 3.0}\n\n[1, 2]\n{"step": 2, "loss": 2.5}\n{"step": 3, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}]
+    path.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "lo\n{"step": 3, "loss": 2.5}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl:2: not a JSON line"):
+        read_metrics(path)
