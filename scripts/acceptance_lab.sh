@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The training lab's acceptance checks (issue 4), as a new user would run them: a run, the same run
+# The training lab's acceptance checks, as a new user would run them: a run, the same run
 # SIGKILLed after its first checkpoint and resumed (its last val_loss must be equal), --data with a
 # new text file, and --data with a missing one. Usage: bash scripts/acceptance_lab.sh [WORKDIR]
 set -u

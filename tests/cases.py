@@ -39,7 +39,8 @@ class ScheduleFreePlusReference(sfplus.ScheduleFreePlusReference):
 
 CLASSES = (ScheduleFreePlus, ScheduleFreePlusReference)
 
-#: Every feature on at once (the settings of the acceptance check in issue 2, with shorter horizons).
+#: Every feature on at once: warmup, annealing, AdamC decay, polyak_beta, averaging warm start, r and a cap
+#: (the paper's LLM settings with horizons short enough for a few-step test).
 ALL_FEATURES: dict[str, Any] = dict(
     lr=1.0,
     warmup_steps=3,
@@ -184,7 +185,7 @@ def quadratic_loss(W: torch.Tensor, b: torch.Tensor, inputs: torch.Tensor) -> to
 
 @dataclass
 class MLPProblem:
-    """A teacher-student regression MLP with the awkward parameters of RELIABILITY.md item 7.
+    """A teacher-student regression MLP with awkward parameters: a zero-size tensor, a non-contiguous one.
 
     Two groups: group 0 holds ``W1``, ``b1`` and a zero-size tensor; group 1 holds a non-contiguous
     ``W2`` and ``b2`` (with its own lr multiplier). The targets come from a teacher of the same shape, so

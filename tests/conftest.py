@@ -1,6 +1,6 @@
 """Shared test fixtures: explicit seeds, and markers that skip what this machine cannot run.
 
-Every test seeds its own ``torch.Generator`` (STYLE.md 13): the ``gen`` fixture hands one out, seeded
+Every test seeds its own ``torch.Generator``: the ``gen`` fixture hands one out, seeded
 from the test's name so that two tests never share a stream by accident and a rerun is identical.
 """
 

@@ -1,6 +1,6 @@
 """The only module that touches ``torch.distributed``.
 
-ScheduleFree+ needs three global scalars per step (ALGORITHM.md, "The three scalars are global"):
+ScheduleFree+ needs three global scalars per step (docs/algorithm.md, "Policies": global scalars):
 the loss F as the mean over the data-parallel ranks, and the sums I = β̃⟨g, z-x⟩ and L = ‖g‖₁ over
 every element of every parameter counted exactly once. All of them travel in one float64
 ``all_reduce(SUM)``:

@@ -13,7 +13,7 @@ from sfplus_lab.bench.step import METHODS, SHAPES, StepBenchConfig, format_table
 def test_gpt_shapes_have_the_advertised_sizes() -> None:
     counts = {name: sum(math.prod(s) for s in gpt_param_shapes(shape)) for name, shape in SHAPES.items()}
     assert 0.9e6 < counts["1m"] < 1.2e6
-    assert 14e6 < counts["15m"] < 17e6  # the target size
+    assert 14e6 < counts["15m"] < 17e6  # the size the step-time TARGETS are stated at
     assert 90e6 < counts["100m"] < 110e6
 
 

@@ -1,8 +1,8 @@
-"""ScheduleFree+ on 2 and 4 gloo processes equals one process on the whole batch (issue 3).
+"""ScheduleFree+ on 2 and 4 gloo processes equals one process on the whole batch.
 
 Each world is started once per test session (module fixtures) and runs every scenario of
 ``dist_scenarios``; the tests below compare what the ranks returned with one-process runs made
-here, in the parent, where no process group exists. Tolerance: 1e-6 relative (the issue's bar);
+here, in the parent, where no process group exists. Tolerance: 1e-6 relative;
 in practice the runs agree to about 1e-15.
 """
 

@@ -1,6 +1,6 @@
 """``sfplus export``, ``sfplus merge`` and ``sfplus predict`` on a real tiny ``sfplus train`` run.
 
-Issue 6's check: merged and exported weights load back and evaluate to the figure the run reported.
+Merged and exported weights load back and evaluate to the figure the run reported.
 The run: 30 steps of the 50k GPT on the built-in text, evaluations every 5 steps, checkpoints at steps
 10, 20 and 30. The lab's default c_warmup is 2 x warmup_steps = 10, so the step-10 checkpoint was
 saved at the end of the warm start (W = 0): a window or online merge from it must give x_30 exactly.
@@ -162,7 +162,7 @@ def test_export_and_merge_files_follow_the_umask_like_checkpoints(run_dir: Path,
 
 
 def test_a_merge_likely_worse_than_its_newest_input_warns(run_dir: Path, tmp_path: Path, capsys) -> None:
-    """Issue 13: a window merge of the quickstart's last two checkpoints gave val 3.01 against 1.83, silently."""
+    """A window merge of the quickstart's last two checkpoints once gave val 3.01 against 1.83, silently."""
     ckpt = run_dir / "checkpoints"
     assert main(["merge", str(ckpt / "step_0000020"), str(ckpt / "step_0000030"), "--weights", "window",
                  "--out", str(tmp_path / "w")]) == 0  # fmt: skip

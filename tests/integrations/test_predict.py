@@ -172,7 +172,7 @@ def test_the_prediction_says_how_sure_it_is(tmp_path: Path) -> None:
 
 
 def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 13: ``sfplus predict`` failed on the README's own run (1 evaluation in steps 101..175).
+    """``sfplus predict`` once failed on the README's own run (1 evaluation in steps 101..175).
 
     The README's command (the default recipe) with a 50k model and 600k tokens (293 steps, ~12 s): its
     log-spaced evaluations give the default fit enough points after the warm start (c_warmup = 100).

@@ -1,6 +1,6 @@
 """ScheduleFreePlusTrainer: a tiny Llama (no downloads) trained by the stock Trainer loop.
 
-Issue 6's acceptance check: 30 steps on a toy dataset, the evaluation loss at x is below the first
+The acceptance check: 30 steps on a toy dataset, the evaluation loss at x is below the first
 training loss, and the model ``save_model`` wrote equals the optimizer's x to 1e-6. Also: the loss of
 every step reaches the optimizer (with gradient accumulation, the mean over the micro-batches), the
 Trainer's own checkpoint/resume reproduces an uninterrupted run, and the LR schedule stays constant.

@@ -1,4 +1,4 @@
-"""Goes the right direction and converges (RELIABILITY.md A9-A10).
+"""Goes the right direction and converges.
 
 What was measured while writing these (docs/algorithm.md, "Known behaviour"): on small problems the
 Polyak step is not self-limiting. With the defaults (``polyak_beta=0``) both a deterministic and a

@@ -1,4 +1,4 @@
-"""Degenerate settings reduce to known optimizers (RELIABILITY.md A6).
+"""Degenerate settings reduce to known optimizers.
 
 1. With ``c_warmup`` at least the number of steps, c = 1 every step, so x = y = z and ScheduleFree+ is
    AdamC (Adam whose decoupled decay is scaled by α²) with the Polyak α. Checked against Adam written out

@@ -1,4 +1,4 @@
-"""Bad input is refused loudly, with the exception type and message the table names (RELIABILITY.md A1-A3).
+"""Bad input is refused loudly, with the exception type and message the table names.
 
 Each ``ErrorCase`` is tried through the constructor and again through ``add_param_group`` (a per-group
 override); a refused group must not be left behind in ``param_groups``.

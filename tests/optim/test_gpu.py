@@ -1,4 +1,4 @@
-"""CUDA checks (RELIABILITY.md A8, A15, A24 [GPU]); skipped, with the reason, where CUDA is not available.
+"""CUDA checks; skipped, with the reason, where CUDA is not available.
 
 - mixed fp32/bf16/fp16 params in one optimizer: foreach equals the for-loop;
 - the compiled (fused) step equals the eager for-loop;

@@ -1,7 +1,7 @@
-"""The optimizer uses exactly the F and g it is given (RELIABILITY.md A5).
+"""The optimizer uses exactly the F and g it is given.
 
 On a 2-element float64 tensor, F_k and g_k are set by hand, unrelated to the parameters, so a class that
-recomputed or rescaled either would drift from the transcription of ALGORITHM.md
+recomputed or rescaled either would drift from the transcription of docs/algorithm.md ("One step")
 (``test_reference_equations.transcription``). Checked for 3 steps, through the reference's explicit
 x, y, z, m, v and through the fast class's z, m, v, y and x, and α against equation 4 written out.
 """

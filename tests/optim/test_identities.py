@@ -1,7 +1,7 @@
 """The fast update moves y directly (``sfplus.functional``); here it is checked against the explicit form.
 
-ALGORITHM.md keeps x; the fast class keeps only z, m, v and the parameter y, and rebuilds x from
-x = (y - (1-β̃_{k-1}) z) / β̃_{k-1}. For random tensors and step scalars, one call of
+The method as written (docs/algorithm.md, "One step") keeps x; the fast class keeps only z, m, v and the
+parameter y, and rebuilds x from x = (y - (1-β̃_{k-1}) z) / β̃_{k-1}. For random tensors and step scalars, one call of
 ``schedulefree_plus_update`` must equal equations 5-10 written out with an explicit x, and the
 eval/train conversions must be the exact inverse pair that formula says.
 """

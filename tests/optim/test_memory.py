@@ -1,4 +1,4 @@
-"""Memory and determinism (RELIABILITY.md A24): only the documented state, and identical runs are identical."""
+"""Memory and determinism: only the documented state, and identical runs are identical."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Numerical faults the optimizer must survive (RELIABILITY.md A17-A21).
+"""Numerical faults the optimizer must survive.
 
 Policies under test (docs/algorithm.md): no gradients or all-zero gradients make a step a full no-op
 (k not advanced); a NaN/inf loss or gradient is skipped with nothing changed (or raises with

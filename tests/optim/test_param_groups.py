@@ -1,4 +1,4 @@
-"""Param groups (RELIABILITY.md A22): F, I and ‖g‖₁ are global; ``lr`` (a multiplier) and ``weight_decay``
+"""Param groups: F, I and ‖g‖₁ are global; ``lr`` (a multiplier) and ``weight_decay``
 are per group; an outside LR scheduler that changes ``lr`` keeps working."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fast class equals the reference through the awkward paths (RELIABILITY.md A7).
+"""The fast class equals the reference through the awkward paths.
 
 For every table case, the reference (explicit x, y, z), the fast for-loop and the fast foreach path run
 the same 10 steps (i = 0..9) on a small MLP in two param groups, with a zero-size and a non-contiguous

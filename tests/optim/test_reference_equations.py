@@ -1,4 +1,4 @@
-"""Both classes against ALGORITHM.md written out by hand, in float64, with every feature on.
+"""Both classes against docs/algorithm.md ("One step") written out by hand, in float64, with every feature on.
 
 The transcription below is deliberately independent of the library: plain tensors, one line per
 equation, no shared helpers.
@@ -28,7 +28,7 @@ def transcription(
     w0, grad_and_loss, num_steps, *, lr, warmup_steps, betas, weight_decay, sf_beta1, sf_beta1_max,
     sf_beta1_anneal_steps, polyak_beta, c_warmup, r, eps=1e-8, weight_lr_power=2.0, loss_floor=0.0,
 ):  # fmt: skip
-    """ALGORITHM.md, eqs. 1-10, on a list of tensors. Returns the y after every step and the final x."""
+    """docs/algorithm.md, eqs. 1-10, on a list of tensors. Returns the y after every step and the final x."""
     beta1, beta2 = betas
     x = [w.clone() for w in w0]
     y = [w.clone() for w in w0]

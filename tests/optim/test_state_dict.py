@@ -1,4 +1,4 @@
-"""state_dict, serialisation and loading (RELIABILITY.md A12-A16).
+"""state_dict, serialisation and loading.
 
 A resumed run must be the same run: every comparison here is bitwise (``torch.equal``), step by step.
 """

@@ -1,4 +1,4 @@
-"""The scalar math (``sfplus._step_size``) against sequences written out by hand in float64 (RELIABILITY.md A4).
+"""The scalar math (``sfplus._step_size``) against sequences written out by hand in float64.
 
 Each expected value is computed a different way from the library (closed forms instead of recursions),
 so a shared mistake is unlikely. The optimizer-level tests at the bottom check that what is *stored*

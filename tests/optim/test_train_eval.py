@@ -1,4 +1,4 @@
-"""Train/eval semantics (RELIABILITY.md A11): in train mode the parameters hold y, in eval mode the average x.
+"""Train/eval semantics: in train mode the parameters hold y, in eval mode the average x.
 
 The fast class keeps no x: eval() computes x = (y - (1-β̃)z)/β̃ from the β̃ that built y, and train()
 inverts it, so a round trip costs rounding. The stated bound for n round trips (measured: about a fifth

@@ -3,8 +3,8 @@
 Frameworks call ``optimizer.step()`` with no loss (the Hugging Face Trainer, Lightning under a
 GradScaler) or with a closure that returns only the last micro-batch's loss, already divided by the
 number of micro-batches (Lightning with ``accumulate_grad_batches``). ScheduleFree+ needs F, the mean
-loss over the micro-batches that made the gradient (ALGORITHM.md, pitfalls). :class:`LossRelay` adds up
-each micro-batch's share of the loss, as the framework hands it to ``backward``, and a step pre-hook
+loss over the micro-batches that made the gradient (README, "Change one line", rule 1). :class:`LossRelay`
+adds up each micro-batch's share of the loss, as the framework hands it to ``backward``, and a step pre-hook
 gives the sum to ``step()``.
 """
 

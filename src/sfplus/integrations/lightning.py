@@ -24,7 +24,7 @@ switches back to y. Usage::
 
     L.Trainer(callbacks=[ScheduleFreePlusCallback()]).fit(Model(), data)
 
-Gradient clipping (``gradient_clip_val``) inflates the Polyak step (ALGORITHM.md, pitfalls): leave it off.
+Gradient clipping (``gradient_clip_val``) inflates the Polyak step (docs/algorithm.md, "Known behaviour"): leave it off.
 """
 
 from __future__ import annotations

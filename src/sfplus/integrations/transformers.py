@@ -30,7 +30,7 @@ What it does:
   planned steps) becomes the optimizer's own warmup, with ``c_warmup`` twice as long; with none set the
   library's defaults apply. ``args.learning_rate`` and ``args.lr_scheduler_type`` are not used;
 - does not clip gradients unless asked: clipping shrinks ‖g‖₁ but not F and so inflates the step
-  (ALGORITHM.md, pitfalls). ``allow_grad_clipping=True`` restores the Trainer's clipping.
+  (docs/algorithm.md, "Known behaviour"). ``allow_grad_clipping=True`` restores the Trainer's clipping.
 
 Each step's optimizer scalars (``sfplus_alpha``, ``sfplus_beta``, ``sfplus_c``, ``sfplus_num_skipped``)
 are added to the Trainer's logs.
@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 
 class _ConstantLR(torch.optim.lr_scheduler.LambdaLR):
-    """A schedule that never changes γ: the Polyak step is the schedule (ALGORITHM.md)."""
+    """A schedule that never changes γ: the Polyak step is the schedule (docs/algorithm.md, step 4)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         super().__init__(optimizer, lr_lambda=_one)

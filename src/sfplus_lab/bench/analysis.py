@@ -1,4 +1,4 @@
-"""From finished run records to the figures the issue asks for: final losses, time-to-target, curves.
+"""From finished run records to the benchmark's tables and figures: final losses, time-to-target, curves.
 
 * **final loss** per (size, budget, method): the best learning rate by seed 0's pooled validation loss,
   then the mean and spread over every seed run at that LR; per source as well.

@@ -1,7 +1,7 @@
 """Where a benchmark number came from: commit, hardware, library versions, date.
 
 Every results file carries this block so that a figure in ``benchmarks/RESULTS.md`` can be traced to
-the exact code and machine that produced it (STYLE.md, practice 15).
+the exact code and machine that produced it.
 """
 
 from __future__ import annotations
