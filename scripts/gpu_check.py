@@ -231,11 +231,11 @@ def _sfplus_paths() -> dict[str, dict[str, Any]]:
 def _make_params(shapes, device, dtype, seed: int = 0):
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)  # drawn on the device: 124M draws on a CPU take seconds
     params = []
     for shape in shapes:
-        p = (torch.randn(shape, generator=gen) * 0.02).to(device=device, dtype=dtype).requires_grad_(True)
-        p.grad = (torch.randn(shape, generator=gen) * 1e-3).to(device=device, dtype=dtype)
+        p = (torch.randn(shape, generator=gen, device=device) * 0.02).to(dtype).requires_grad_(True)
+        p.grad = (torch.randn(shape, generator=gen, device=device) * 1e-3).to(dtype)
         params.append(p)
     return params
 
@@ -374,7 +374,7 @@ def _gpu_test_files() -> list[str]:
     return files or ["tests"]
 
 
-def part_gpu_tests(plan: dict[str, Any], res: Partial, work: Path, limit_s: float) -> None:
+def part_gpu_tests(plan: dict[str, Any], res: Partial, work: Path, deadline: float) -> None:
     import xml.etree.ElementTree as ET
 
     junit = work / "gpu_tests.xml"
@@ -386,7 +386,7 @@ def part_gpu_tests(plan: dict[str, Any], res: Partial, work: Path, limit_s: floa
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=_child_env(plan), capture_output=True, text=True,
-                              timeout=max(5.0, limit_s - 5))
+                              timeout=max(5.0, deadline - time.time() - 5))
     except subprocess.TimeoutExpired as exc:
         res.data.update(timed_out=True, output_tail=_tail((exc.stdout or b"").decode(errors="replace")
                                                          if isinstance(exc.stdout, bytes) else (exc.stdout or "")))
@@ -567,20 +567,21 @@ def part_step_benchmark(plan: dict[str, Any], res: Partial) -> None:
 # ---------------------------------------------------------------------------------------------- part: train
 
 
-def part_train(plan: dict[str, Any], res: Partial, work: Path, limit_s: float) -> None:
+def part_train(plan: dict[str, Any], res: Partial, work: Path, deadline: float) -> None:
     cfg = plan["train"]
-    deadline = time.monotonic() + limit_s - 5
+    deadline -= 5  # to read the metrics and write the result
     res.data.update(config=cfg, precision=("bf16 autocast, fp32 master weights (the lab's CUDA policy; "
                                            "sfplus train has no dtype flag)" if plan["device"].startswith("cuda")
                                            else "fp32 (the lab trains in fp32 on CPU)"), runs={})
     res.save()
     optimizers = cfg["optimizers"]
     for i, name in enumerate(optimizers):
-        left = deadline - time.monotonic()
-        seconds = min(cfg["seconds_per_run"], (left - cfg["grace_s"] * (len(optimizers) - i)) / (len(optimizers) - i))
+        left = deadline - time.time()
+        share = left / (len(optimizers) - i) - cfg["grace_s"]  # this run's fair share of what is left
+        seconds = min(cfg["seconds_per_run"], share)
         run: dict[str, Any] = {}
         res.data["runs"][name] = run
-        if seconds < 5:
+        if share < 5:
             run.update(status="skipped", error=f"no time left ({left:.0f} s of the part's limit)")
             res.save()
             continue
@@ -606,8 +607,8 @@ def _train_one(plan: dict[str, Any], optimizer: str, run_dir: Path, seconds: flo
     log_path = run_dir.parent / f"{optimizer}.log"
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=run_dir.parent, env=_child_env(plan), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        # (in the part's process group: a part stopped at its time limit takes its training run with it)
+        proc = subprocess.Popen(cmd, cwd=run_dir.parent, env=_child_env(plan), stdout=log, stderr=subprocess.STDOUT)
         stopped = False
         try:
             proc.wait(timeout=seconds)
@@ -648,7 +649,8 @@ def _train_one(plan: dict[str, Any], optimizer: str, run_dir: Path, seconds: flo
 # ---------------------------------------------------------------------------------------------- worker / parent
 
 
-def worker(part: str, plan_path: Path, result_path: Path, limit_s: float) -> int:
+def worker(part: str, plan_path: Path, result_path: Path, deadline: float) -> int:
+    """One part, in its own process; ``deadline`` (epoch seconds) is when the parent stops it."""
     plan = json.loads(plan_path.read_text())
     work = plan_path.parent
     res = Partial(result_path)
@@ -659,11 +661,11 @@ def worker(part: str, plan_path: Path, result_path: Path, limit_s: float) -> int
     if part == "host_sync":
         part_host_sync(plan, res)
     elif part == "gpu_tests":
-        part_gpu_tests(plan, res, work, limit_s)
+        part_gpu_tests(plan, res, work, deadline)
     elif part == "step_benchmark":
         part_step_benchmark(plan, res)
     elif part == "train":
-        part_train(plan, res, work, limit_s)
+        part_train(plan, res, work, deadline)
     else:
         raise SystemExit(f"unknown part {part}")
     res.save()
@@ -674,7 +676,7 @@ def run_part(part: str, plan: dict[str, Any], work: Path, limit_s: float, log) -
     result_path = work / f"{part}.json"
     result_path.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", part, "--plan", str(work / "plan.json"),
-           "--result", str(result_path), "--limit-s", str(limit_s)]
+           "--result", str(result_path), "--deadline", str(time.time() + limit_s)]
     t0 = time.monotonic()
     log.write(f"\n===== {part} (limit {limit_s:.0f} s) =====\n")
     log.flush()
@@ -836,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--limit-s", type=float, default=600.0, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     return p
 
 
@@ -856,7 +858,7 @@ def _install_note() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.plan, args.result, args.limit_s)
+        return worker(args.worker, args.plan, args.result, args.deadline or time.time() + 600)
     if args.out is None:
         build_parser().error("--out DIR is required")
     plan = make_plan(args)
