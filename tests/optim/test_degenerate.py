@@ -51,9 +51,6 @@ def test_warm_start_throughout_is_adamc(cls, weight_decay):
             torch.testing.assert_close(problem.params[n].detach(), z[i], rtol=1e-12, atol=1e-14)
 
 
-schedulefree = pytest.importorskip("schedulefree", reason="the schedulefree oracle is in the dev extra")
-
-
 class _SeparateState:
     """Adam behind its own state dict: the wrapper keeps x, y, z in ``base.state``, and torch's Adam only
     initialises a param's state when that dict is empty, so sharing it would leave Adam without moments."""
@@ -81,6 +78,7 @@ class _SeparateState:
     ids=["plain", "r1_power1", "decay"],
 )
 def test_fixed_step_is_schedule_free_adam(cls, kwargs):
+    schedulefree = pytest.importorskip("schedulefree", reason="the schedulefree oracle is in the dev extra")
     alpha, steps = 0.01, 12
     settings = dict(dict(sf_beta1=0.9, r=0.0, weight_lr_power=2.0, weight_decay=0.0, betas=(0.9, 0.95)), **kwargs)
     ours_problem = MLPProblem.make(torch.Generator().manual_seed(31))
