@@ -309,9 +309,9 @@ def part_host_sync(plan: dict[str, Any], res: Partial) -> None:
                             "one step (each would synchronise if its tensor were on a GPU)"),
                     loss="a 0-dim tensor on the device (as in a training loop)", rows=[])
     res.save()
-    builders = {name: (lambda p, f=flags: sfplus.ScheduleFreePlus(p, weight_decay=20.0, **f))
+    builders = {name: (lambda p, f=flags, **kw: sfplus.ScheduleFreePlus(p, weight_decay=20.0, **f, **kw))
                 for name, flags in _sfplus_paths().items()}
-    builders["adamw-fused (reference)"] = lambda p: torch.optim.AdamW(p, lr=1e-3, fused=True)
+    builders["adamw-fused (reference)"] = lambda p, **kw: torch.optim.AdamW(p, lr=1e-3, fused=True, **kw)
     for name, build in builders.items():
         row: dict[str, Any] = {"method": name}
         res.data["rows"].append(row)
@@ -335,6 +335,56 @@ def part_host_sync(plan: dict[str, Any], res: Partial) -> None:
         except Exception as exc:
             row.update(status="error", error=_err(exc), traceback=_tail(traceback.format_exc(), 1500))
         res.save()
+    # Last in this process: a failed capture can leave the CUDA context unusable.
+    res.data["graph_capture"] = graph_rows = []
+    for name in sorted(builders, key=lambda n: not n.startswith("adamw")):  # the reference first
+        build = builders[name]
+        row = {"method": name + "+capturable"}
+        graph_rows.append(row)
+        if device.type != "cuda":
+            row.update(status="not run", reason="CUDA graphs: CUDA only")
+            continue
+        try:
+            params = _make_params(shapes, device, torch.float32)
+            try:
+                opt = build(params, capturable=True)
+            except TypeError as exc:
+                row.update(status="unsupported", reason="capturable not supported yet" if name.startswith("sfplus")
+                           else "capturable not supported", error=_err(exc))
+                continue
+            needs_loss = name.startswith("sfplus")
+            step = partial(opt.step, loss=torch.tensor(3.0, device=device)) if needs_loss else opt.step
+            _graph_capture(step, row)
+        except Exception as exc:
+            row.update(status="error", error=_err(exc), traceback=_tail(traceback.format_exc(), 1500))
+        res.save()
+
+
+def _graph_capture(step, row: dict[str, Any], replays: int = 10) -> None:
+    """Capture one step in a CUDA graph (warmed up on a side stream, as torch requires) and time replays."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            step()
+    except Exception as exc:
+        row.update(status="ok", captured=False, capture_error=_err(exc)[:500])
+        return
+    times = []
+    for _ in range(replays):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        graph.replay()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    row.update(status="ok", captured=True, replay_median_ms=statistics.median(times) * 1e3)
 
 
 def _cuda_sync_check(step, row: dict[str, Any]) -> None:
@@ -827,6 +877,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
             where = r.get("error_mode_where") or ", ".join((r.get("locations") or [])[:3])
             lines.append(f"| {r['method']} | {r.get('path') or ''} | {syncs} | {_fmt(r.get('sync_count'), 'd')} | "
                          f"{where or (r.get('error') or '')[:100]} |")
+    if any(r.get("status") != "not run" for r in h.get("graph_capture", [])):
+        lines += ["", "## CUDA graph capture of one step (capturable=True)", "",
+                  "| method | captured | replay ms | note |", "|---|---|---|---|"]
+        for r in h["graph_capture"]:
+            captured = {True: "yes", False: "**no**"}.get(r.get("captured"), r.get("status", ""))
+            note = r.get("reason") or r.get("capture_error") or r.get("error") or ""
+            lines.append(f"| {r['method']} | {captured} | {_fmt(r.get('replay_median_ms'))} | "
+                         f"{note[:150].replace('|', '/')} |")
     tr = parts.get("train", {})
     if tr.get("runs"):
         c = tr.get("config", {})

@@ -93,6 +93,10 @@ def test_tiny_host_sync_part_gives_a_verdict_per_path(tiny):
         assert row["status"] == "ok" and row["syncs"] == (row["sync_count"] > 0)
         assert row["sync_count"] >= len(row["locations"])
     assert rows["adamw-fused (reference)"]["syncs"] is False
+    graph = {r["method"]: r for r in part["graph_capture"]}  # CUDA graphs: every method has a row
+    assert set(graph) == {f"{name}+capturable" for name in rows}
+    if not torch.cuda.is_available():
+        assert {r["status"] for r in graph.values()} == {"not run"}
 
 
 def test_tiny_train_part_trains_both_optimizers(tiny):
