@@ -444,6 +444,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-gamma1-wd1", {**_PAPER_ROW, "weight_decay": 1.0}, "tab:pink"),
     _variant(_SFPLUS, "sfplus-gamma1-wd20", {**_PAPER_ROW, "weight_decay": 20.0}, "tab:olive"),
     _variant(_SFPLUS, "sfplus-gamma1-wd50", {**_PAPER_ROW, "weight_decay": 50.0}, "tab:cyan"),
+    # ablations of the default: one safeguard changed each
+    _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": None}, "tab:gray"),
+    _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
+    _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": None}, "gold"),
     Method("adamw-wsd", build=_adamw(_wsd_schedule), kind="wsd", color="tab:blue", label="WSD", **_ADAMW),
     Method("adamw-cosine", build=_adamw(_cosine_schedule), kind="decay", color="tab:orange", label="cosine",
            **_ADAMW),
