@@ -82,9 +82,9 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         "budget_s": args.budget_s if args.budget_s is not None else (150.0 if tiny else 480.0),
         # Longest each part may run; it also leaves the parts after it at least their min_s of the budget.
         "caps_s": ({"host_sync": 60, "gpu_tests": 60, "step_benchmark": 90, "train": 90} if tiny else
-                   {"host_sync": 120, "gpu_tests": 120, "step_benchmark": 150, "train": 300}),
+                   {"host_sync": 100, "gpu_tests": 100, "step_benchmark": 150, "train": 300}),
         "min_s": ({"host_sync": 10, "gpu_tests": 10, "step_benchmark": 10, "train": 20} if tiny else
-                  {"host_sync": 30, "gpu_tests": 45, "step_benchmark": 60, "train": 150}),
+                  {"host_sync": 30, "gpu_tests": 40, "step_benchmark": 60, "train": 180}),
         "step": {
             "shape": GPT2_TINY if tiny else GPT2_124M,
             "dtypes": ["fp32", "bf16"],
@@ -102,7 +102,7 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
             # torch.compile of the model takes ~15 s per run on a CPU: the tiny form leaves it out.
             "compile": (not tiny) if args.compile is None else args.compile,
             "seconds_per_run": args.train_seconds or (30.0 if tiny else 120.0),
-            "grace_s": 10.0 if tiny else 30.0,  # after SIGTERM, before SIGKILL
+            "grace_s": 10.0 if tiny else 15.0,  # after SIGTERM, before SIGKILL
             "eval_every": 16 if tiny else 200,
             "eval_batches": 2 if tiny else 8,
         },
