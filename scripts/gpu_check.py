@@ -822,7 +822,11 @@ def write_outputs(doc: dict[str, Any], out: Path) -> None:
     tmp = out / "gpu_check.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     tmp.replace(out / "gpu_check.json")
-    (out / "gpu_check.md").write_text(render_markdown(doc))
+    try:
+        text = render_markdown(doc)
+    except Exception as exc:  # the summary must never cost the JSON or the parts still to run
+        text = f"# GPU check\n\nThe summary could not be written ({_err(exc)}); every result is in gpu_check.json.\n"
+    (out / "gpu_check.md").write_text(text)
 
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
@@ -889,7 +893,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if tr.get("runs"):
         c = tr.get("config", {})
         lines += ["", f"## Training (`sfplus train`, model {c.get('model')}, {c.get('batch_size')}x{c.get('seq_len')} "
-                  f"tokens/step, budget {c.get('tokens'):,} tokens, compile {c.get('compile')}; {tr.get('precision')})",
+                  f"tokens/step, budget {_fmt(c.get('tokens'), ',d')} tokens, compile {c.get('compile')}; "
+                  f"{tr.get('precision')})",
                   "",
                   "| optimizer | finished | steps | tok/s steady | tok/s overall | first step s | val loss (step) |",
                   "|---|---|---|---|---|---|---|"]
