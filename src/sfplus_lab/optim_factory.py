@@ -40,7 +40,14 @@ __all__ = [
     "optimizer_scalars",
     "set_train_mode",
     "at_x",
+    "OFF",
 ]
+
+#: The value that turns a safeguard off (max_inner, max_step_growth, max_step_ratio). None cannot: in an
+#: OptimConfig it means "the library's default", which has every safeguard on; the library's own None (off)
+#: is what ``_build_sfplus`` passes for it.
+OFF = "off"
+_SAFEGUARDS = ("max_inner", "max_step_growth", "max_step_ratio")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -72,12 +79,13 @@ class OptimConfig:
     c_warmup: int | None = None
     """sfplus: steps during which the average x follows z; None = 2 * warmup_steps (the paper's advice; 100 at
     the default warmup, the library's default)."""
-    max_inner: float | None = None
-    """sfplus: safeguard, I <= max_inner * (F - f*) (library default; docs/algorithm.md)."""
-    max_step_growth: float | None = None
-    """sfplus: safeguard, the Polyak factor grows at most this fraction per step (library default)."""
-    max_step_ratio: float | None = None
-    """sfplus: safeguard, the Polyak factor never exceeds this times its first value (library default)."""
+    max_inner: float | str | None = None
+    """sfplus: safeguard, I <= max_inner * (F - f*) (None: library default; ``OFF``: none; docs/algorithm.md)."""
+    max_step_growth: float | str | None = None
+    """sfplus: safeguard, the Polyak factor grows at most this fraction per step (None: library default; OFF)."""
+    max_step_ratio: float | str | None = None
+    """sfplus: safeguard, the Polyak factor never exceeds this times its first value (None: library default;
+    OFF)."""
     bounded_decay: bool | None = None
     """sfplus: safeguard, AdamC decay in its implicit form alpha^2 lambda / (1 + alpha^2 lambda) (library default)."""
     r: float = 1.0
@@ -120,8 +128,8 @@ class OptimConfig:
         _check_number("sf_beta1_max", self.sf_beta1_max, low=self.sf_beta1, high=1.0)
         if self.polyak_beta is not None:
             _check_number("polyak_beta", self.polyak_beta, low=0.0, high=1.0)
-        for name in ("max_inner", "max_step_growth", "max_step_ratio"):
-            if getattr(self, name) is not None:
+        for name in _SAFEGUARDS:
+            if getattr(self, name) not in (None, OFF):
                 _check_number(name, getattr(self, name), low=0.0)
         if self.bounded_decay is not None and not isinstance(self.bounded_decay, bool):
             raise UserError(f"bounded_decay must be true or false, got {self.bounded_decay!r}")
@@ -232,9 +240,7 @@ def _build_sfplus(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim
         r=cfg.r,
         weight_lr_power=cfg.weight_lr_power,
         max_step=cfg.max_step,
-        max_inner=cfg.max_inner,
-        max_step_growth=cfg.max_step_growth,
-        max_step_ratio=cfg.max_step_ratio,
+        **{name: None if getattr(cfg, name) == OFF else getattr(cfg, name) for name in _SAFEGUARDS},
         bounded_decay=cfg.bounded_decay,
         preset=cfg.preset,
     )
@@ -445,9 +451,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-gamma1-wd20", {**_PAPER_ROW, "weight_decay": 20.0}, "tab:olive"),
     _variant(_SFPLUS, "sfplus-gamma1-wd50", {**_PAPER_ROW, "weight_decay": 50.0}, "tab:cyan"),
     # ablations of the default: one safeguard changed each
-    _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": None}, "tab:gray"),
+    _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
-    _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": None}, "gold"),
+    _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),
     Method("adamw-wsd", build=_adamw(_wsd_schedule), kind="wsd", color="tab:blue", label="WSD", **_ADAMW),
     Method("adamw-cosine", build=_adamw(_cosine_schedule), kind="decay", color="tab:orange", label="cosine",
            **_ADAMW),

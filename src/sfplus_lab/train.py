@@ -19,7 +19,7 @@ from .atomic import write_atomic
 from .config import RunConfig
 from .errors import UserError
 from .model import PRESETS
-from .optim_factory import METHODS
+from .optim_factory import METHODS, OFF
 from .recipes import RECIPES, get_recipe
 
 #: flag -> (config section, field, parser kind, help)
@@ -36,9 +36,9 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--polyak-beta": ("optim", "polyak_beta", "float", "sfplus: EMA of ||g||_1 in the Polyak denominator"),
     "--c-warmup": ("optim", "c_warmup", "int", "sfplus: steps the average follows z (default 2x warmup)"),
     "--sf-beta1-anneal-steps": ("optim", "sf_beta1_anneal_steps", "int", "sfplus: steps of beta annealing"),
-    "--max-inner": ("optim", "max_inner", "float", "sfplus: safeguard, I <= max_inner * (F - f*)"),
-    "--max-step-growth": ("optim", "max_step_growth", "float", "sfplus: safeguard, per-step growth bound of P"),
-    "--max-step-ratio": ("optim", "max_step_ratio", "float", "sfplus: safeguard, P <= ratio * its first value"),
+    "--max-inner": ("optim", "max_inner", "float|off", "sfplus: safeguard, I <= max_inner * (F - f*); off: none"),
+    "--max-step-growth": ("optim", "max_step_growth", "float|off", "sfplus: safeguard, per-step growth bound of P"),
+    "--max-step-ratio": ("optim", "max_step_ratio", "float|off", "sfplus: safeguard, P <= ratio * its first value"),
     "--max-step": ("optim", "max_step", "float", "sfplus: cap on the step alpha"),
     "--seed": ("train", "seed", "int", "seed for the initialisation and the batches (default 0)"),
     "--batch-size": ("data", "batch_size", "int", "sequences per step (default 16)"),
@@ -88,10 +88,12 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def _parse(flag: str, kind: str, text: str) -> Any:
+    if kind == "float|off" and text.strip().lower() == OFF:
+        return OFF
     try:
         if kind == "int":
             return int(text)
-        if kind == "float":
+        if kind in ("float", "float|off"):
             return float(text)
         if kind == "count":
             scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)

@@ -95,3 +95,20 @@ def test_one_entry_adds_a_baseline_to_bench_and_plots(monkeypatch: pytest.Monkey
     cell = next(c for c in cells if c["method"] == "adamw-constant")
     assert cell["best_lr"] == cfg.lr(3) and math.isfinite(cell["final_pooled_mean"])
     assert plots._color("adamw-constant") == "tab:gray" and plots._label("adamw-constant") == "constant"
+
+
+def test_off_turns_a_safeguard_off_where_none_means_the_default() -> None:
+    default = OptimConfig().resolved()
+    assert default.max_inner is not None and default.max_step_ratio is not None  # the default has them on
+    for name in ("max_inner", "max_step_growth", "max_step_ratio"):
+        model = GPT(ModelConfig(vocab_size=32, seq_len=8, n_layer=1, n_head=2, d_model=16))
+        opt, _ = build_optimizer(OptimConfig(**{name: optim_factory.OFF}), model, total_steps=4)
+        assert opt.defaults[name] is None, f"{name} is still on"
+        others = [k for k in ("max_inner", "max_step_growth", "max_step_ratio") if k != name]
+        assert all(opt.defaults[k] == getattr(default, k) for k in others)
+    for entry in METHODS.values():  # a registry entry that sets None would silently be the default
+        assert all(v is not None for v in entry.config.values()), entry.name
+    cfg = apply_flags(get_recipe("default"), _flags(max_inner="off", max_step_growth="0.1"))
+    assert cfg.optim.max_inner == optim_factory.OFF and cfg.optim.max_step_growth == 0.1
+    with pytest.raises(Exception, match="max_inner"):
+        OptimConfig(max_inner="none")
