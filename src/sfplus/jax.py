@@ -101,8 +101,9 @@ def annealed_beta(k: jax.Array, sf_beta1: float, sf_beta1_max: float, anneal_ste
 
 def l1_ema_update(e_prev: jax.Array, l1: jax.Array, polyak_beta: float, k: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(e_k, ê_k)`` (eq. 3); store ``e_k``, use ``ê_k``."""
-    e = polyak_beta * e_prev + (1.0 - polyak_beta) * SQRT_HALF_PI * l1
-    e_hat = e / (1.0 - jnp.power(polyak_beta, jnp.asarray(k, dtype=e.dtype)))
+    dtype = jnp.result_type(e_prev, l1, _scalar_dtype())
+    e = polyak_beta * jnp.asarray(e_prev, dtype) + (1.0 - polyak_beta) * SQRT_HALF_PI * jnp.asarray(l1, dtype)
+    e_hat = e / (1.0 - jnp.power(polyak_beta, jnp.asarray(k, dtype=dtype)))
     return e, e_hat
 
 
@@ -292,7 +293,9 @@ def schedule_free_plus(
     ) -> tuple[Any, ScheduleFreePlusState]:
         del extra_args
         if params is None:
-            raise ValueError("schedule_free_plus update() needs params (they hold y): update(grads, state, params, value=loss)")
+            raise ValueError(
+                "schedule_free_plus update() needs params (they hold y): update(grads, state, params, value=loss)"
+            )
         if value is None:
             raise ValueError(_MISSING_LOSS)
         if jnp.size(value) != 1 or jnp.iscomplexobj(value):
@@ -371,9 +374,7 @@ def schedule_free_plus(
             return list(Y), list(z_leaves), list(m_leaves), list(v_leaves)
 
         y_new, z_new, m_new, v_new = jax.lax.cond(take, take_step, keep, None)
-        updates = treedef.unflatten(
-            [(yn - y).astype(jnp.result_type(p)) for yn, y, p in zip(y_new, Y, y_leaves)]
-        )
+        updates = treedef.unflatten([(yn - y).astype(jnp.result_type(p)) for yn, y, p in zip(y_new, Y, y_leaves)])
 
         def pick(new: jax.Array, old: jax.Array) -> jax.Array:
             return jnp.where(take, new, old)
