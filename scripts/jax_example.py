@@ -4,8 +4,8 @@
 
 The model reads 8 bytes and predicts the next one (embeddings 256x24, one hidden layer of 256, 122k
 parameters). It trains with ``sfplus.jax.schedule_free_plus()`` (the library's defaults, no learning rate),
-decaying only the dense layers' weights (w1, w2), and reports the validation loss at x (``eval_params``, the model to ship)
-and at y (the training parameters). docs/jax.md shows the printed result.
+decaying only the dense layers' weights (w1, w2), and reports the validation loss at x (``eval_params``,
+the model to ship) and at y (the training parameters). docs/jax.md shows the printed result.
 """
 
 from __future__ import annotations
