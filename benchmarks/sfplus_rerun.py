@@ -5,7 +5,8 @@ The baselines' learning-rate sweeps cost most of a benchmark; their final losses
 This script trains only the named ScheduleFree+ configurations (``SFPLUS_CONFIGS``; "sfplus" is the
 library's default) with that file's settings, one anytime run per seed to the file's horizon, and writes
 ``<out>/rerun.json`` and a markdown table: final pooled loss per budget (mean ± half the seed range, n)
-next to every method of the file, and time-to-target against each baseline's final loss.
+next to every method of the file, and time-to-target against each baseline's final loss. (The files'
+"sfplus" rows are 0.1.0's lab setting, the paper's update at gamma 0.3: shown as "sfplus-lab-v1".)
 
     python benchmarks/sfplus_rerun.py benchmarks/results/quality_cpu_debian/results.json \\
         --configs sfplus --seeds 4 --out benchmarks/results/rerun_6k
@@ -89,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = block["cells"]
         methods = list(dict.fromkeys(c["method"] for c in cells))
         lines.append(f"### {size} ({block['num_params']:,} parameters)\n")
-        head = ["tokens/param"] + [f"{c} (rerun)" for c in args.configs] + [f"{m} (file)" for m in methods]
+        # In the files (0.1.0), "sfplus" was the lab's setting then: the paper's update at gamma 0.3.
+        old = {"sfplus": "sfplus-lab-v1"}
+        head = ["tokens/param"] + [f"{c} (rerun)" for c in args.configs] + [f"{old.get(m, m)} (file)" for m in methods]
         lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         size_report: dict = {"finals": {}, "time_to_target": {}}
         for b in budgets:

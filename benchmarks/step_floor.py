@@ -4,7 +4,7 @@
 
 On a memory-bound CPU step the cost of an elementwise pass is set by how many parameter-sized tensors
 it *reads*; writing back a tensor the pass has just read is nearly free (the cache line is already
-there). This script times, on GPT-shaped tensors (``sfplus_lab.bench.step.SHAPES``), the passes that
+there). This script times, on GPT-shaped tensors (``sfplus_lab.bench.step_math.SHAPES``), the passes that
 make up each optimizer step next to reference passes, and prints each in units of "one read of every
 tensor" (a compiled elementwise scale-in-place, 1 read + 1 in-place write):
 
@@ -27,7 +27,7 @@ import time
 import torch
 
 from sfplus import functional as F
-from sfplus_lab.bench.step import SHAPES, gpt_param_shapes
+from sfplus_lab.bench.step_math import SHAPES, gpt_param_shapes
 
 
 def _passes(size: str) -> dict[str, tuple[int, object]]:

@@ -435,6 +435,8 @@ def _variant(base: Method, name: str, config: Mapping[str, Any], color: str | No
 #: (gamma 1, warmup 50, lambda 10, beta annealed over 1000 steps, polyak_beta 0.9, c_warmup 100, r 1).
 _PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "weight_decay": 10.0, "sf_beta1_anneal_steps": 1000,
                               "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
+_LEAN: dict[str, Any] = {"max_inner": 0.0, "max_step_growth": 0.05, "max_step_ratio": 1.0, "bounded_decay": True,
+                         "warmup_steps": 50, "lr": 1.0, "weight_decay": 0.0, "c_warmup": 0, "r": 0.0}  # fmt: skip
 _SFPLUS = Method("sfplus", build=_unscheduled(_build_sfplus), polyak=True, color="black", label="SF+")
 _ADAMW = dict(tuned=True, lr=3e-3, weight_decay=0.1)  # lr suits the small lab models; the bench sweeps it
 
@@ -454,6 +456,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
     _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),
+    # candidates: the paper's reference defaults plus the four safeguards and a 50-step warmup (with and without
+    # AdamC decay on the matrices)
+    _variant(_SFPLUS, "sfplus-lean", {"preset": "paper", **_LEAN}, "tab:olive"),
+    _variant(_SFPLUS, "sfplus-lean-wd10", {"preset": "paper", **_LEAN, "weight_decay": 10.0}, "darkkhaki"),
     Method("adamw-wsd", build=_adamw(_wsd_schedule), kind="wsd", color="tab:blue", label="WSD", **_ADAMW),
     Method("adamw-cosine", build=_adamw(_cosine_schedule), kind="decay", color="tab:orange", label="cosine",
            **_ADAMW),

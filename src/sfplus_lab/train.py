@@ -40,6 +40,7 @@ FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--max-step-growth": ("optim", "max_step_growth", "float|off", "sfplus: safeguard, per-step growth bound of P"),
     "--max-step-ratio": ("optim", "max_step_ratio", "float|off", "sfplus: safeguard, P <= ratio * its first value"),
     "--max-step": ("optim", "max_step", "float", "sfplus: cap on the step alpha"),
+    "--r": ("optim", "r", "float", "sfplus / sf-adamw: averaging power r (default 1)"),
     "--seed": ("train", "seed", "int", "seed for the initialisation and the batches (default 0)"),
     "--batch-size": ("data", "batch_size", "int", "sequences per step (default 16)"),
     "--seq-len": ("data", "seq_len", "int", "tokens per sequence (default 128)"),

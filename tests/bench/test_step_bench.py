@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from sfplus_lab.bench.step import METHODS, SHAPES, StepBenchConfig, format_table, gpt_param_shapes, run_step_benchmark
+from sfplus_lab.bench.step import METHODS, StepBenchConfig, run_step_benchmark
+from sfplus_lab.bench.step_math import SHAPES, add_ratios, check_targets, format_table, gpt_param_shapes, quantile
 
 
 def test_gpt_shapes_have_the_advertised_sizes() -> None:
@@ -72,3 +73,14 @@ def test_step_floor_script_counts_reads(capsys: pytest.CaptureFixture[str]) -> N
     for line in ("AdamW fused step                     4", "ScheduleFree+ statistics pass        3",
                  "ScheduleFree+ update pass            5", "ScheduleFree+ passes / AdamW fused step"):
         assert line in out
+
+
+def test_quantiles_ratios_and_targets_are_plain_arithmetic() -> None:
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5 and quantile([1.0, 2.0, 3.0], 0.25) == 1.5
+    rows = [{"size": "15m", "method": "adamw-fused", "median_ms": 10.0},
+            {"size": "15m", "method": "sf-adamw", "median_ms": 16.0},
+            {"size": "15m", "method": "sfplus-default", "median_ms": 18.0}]  # fmt: skip
+    add_ratios(rows)
+    assert rows[2]["ratio_to_adamw-fused"] == 1.8 and rows[2]["ratio_to_sf-adamw"] == 1.125
+    met = {t["vs"]: t["met"] for t in check_targets(rows)}
+    assert met == {"adamw-fused": True, "sf-adamw": False}  # at most 2x fused AdamW; no slower than SF-AdamW

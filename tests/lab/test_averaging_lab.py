@@ -20,6 +20,7 @@ pytest.importorskip("numpy")
 
 from sfplus_lab import averaging  # noqa: E402
 from sfplus_lab.cli import main  # noqa: E402
+from sfplus_lab.merge_math import merge_warnings  # noqa: E402
 from sfplus_lab.predict import predict_run  # noqa: E402
 
 TRAIN_FLAGS = [
@@ -178,6 +179,6 @@ def test_a_merge_likely_worse_than_its_newest_input_warns(run_dir: Path, tmp_pat
         assert main(["merge", str(ckpt / "step_0000020"), str(ckpt / "step_0000030"), "--weights", mode,
                      "--out", str(tmp_path / mode)]) == 0  # fmt: skip
         assert "span steps 20-30" in capsys.readouterr().err
-    assert averaging.merge_warnings("uniform", [560, 586], [None, None], one_run=True) == []
-    assert averaging.merge_warnings("online", [100, 586], [1.0, 9.0], one_run=False) == []
-    assert "12% of the averaging weight" in averaging.merge_warnings("window", [550, 586], [7.0, 8.0], True)[0]
+    assert merge_warnings("uniform", [560, 586], [None, None], one_run=True) == []
+    assert merge_warnings("online", [100, 586], [1.0, 9.0], one_run=False) == []
+    assert "12% of the averaging weight" in merge_warnings("window", [550, 586], [7.0, 8.0], True)[0]

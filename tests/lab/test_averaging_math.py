@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sfplus import ScheduleFreePlus
-from sfplus_lab.averaging import combine, merge_coefficients, weight_sums_by_name, x_from_train_state
+from sfplus_lab.merge_math import combine, merge_coefficients, weight_sums_by_name, x_from_train_state
 
 
 def tiny_run(steps: int, save_at: set[int], *, seed: int = 0, c_warmup: int = 3, lrs=(1.0, 1.0)):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from sfplus_lab.cli import main
+from sfplus_lab.curve_fit import fit_inverse_sqrt
 from sfplus_lab.errors import UserError
-from sfplus_lab.predict import fit_inverse_sqrt, predict_run, read_eval_rows
+from sfplus_lab.predict import predict_run, read_eval_rows
 
 
 def curve(t: float, a: float = 3.0, b: float = 40.0, c: float = 2.1) -> float:
@@ -56,7 +57,7 @@ def test_fit_extrapolates_noisy_curve_and_resists_an_outlier() -> None:
     robust = fit_inverse_sqrt(ts, ys)
     assert abs(robust(1000) - curve(1000)) < 0.03
     # Plain least squares (no reweighting) is pulled much further by the same outlier: what Huber buys.
-    from sfplus_lab.predict import _solve_linear
+    from sfplus_lab.curve_fit import _solve_linear
 
     a, c = _solve_linear(ts, ys, [1.0] * len(ts), robust.b, (0.0, min(ys)))
     assert abs(a / math.sqrt(1000 + robust.b) + c - curve(1000)) > abs(robust(1000) - curve(1000))

@@ -29,6 +29,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-no-growth": {"max_step_growth": None},
     "default-no-bounded-decay": {"bounded_decay": False},
     "default-no-ratio": {"max_step_ratio": None},
+    # the paper's reference defaults (no warmup, no decay, no annealing, ...) plus only the four safeguards
+    "paper+safeguards": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
+                             bounded_decay=True),  # fmt: skip
+    "paper+safeguards+wd10": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
+                                  bounded_decay=True, weight_decay=10.0),  # fmt: skip
+    "paper+safeguards+warmup": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
+                                    bounded_decay=True, warmup_steps=50),  # fmt: skip
+    "paper+safeguards+warmup+wd10": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
+                                         bounded_decay=True, warmup_steps=50, weight_decay=10.0),  # fmt: skip
+    "paper+safeguards+warmup+pb": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
+                                       bounded_decay=True, warmup_steps=50, polyak_beta=0.9, r=1.0),  # fmt: skip
 }
 #: AdamW (cosine decay to 0) learning rates swept on seed 0; the best is run on every seed.
 ADAMW_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
