@@ -6,16 +6,18 @@ Comparisons are written in the NaN-safe form ``if not lo <= x < hi`` so that NaN
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from typing import Any
-
-import torch
 
 NONFINITE_POLICIES = ("skip", "raise")
 
 
 def _real(name: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor):
+    # torch is not imported here (``sfplus.jax`` validates without it): a torch tensor can only exist
+    # if torch has already been imported.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex():
             raise ValueError(f"Invalid {name} value: {value} (expected a real number or a 0-D tensor)")
         value = value.item()
