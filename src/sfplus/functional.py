@@ -71,9 +71,8 @@ def update_coefficients(
     a = beta * (1.0 - c) / beta_prev
     decay = -(alpha**2) * weight_decay  # (5) d = -α²λ
     values = [
-        1.0 - beta1,  # one_minus_beta1
-        beta2,
-        1.0 - beta2,  # one_minus_beta2
+        beta1,  # m's factor (1 on a skipped step; the gradient is 0 then)
+        beta2,  # v's factor
         eps * sqrt_bc2,  # eps_scaled: sqrt(v̂) + ε = (sqrt(v) + ε·sqrt(1-β2^k)) / sqrt(1-β2^k)
         -alpha * sqrt_bc2 / (1.0 - torch.pow(beta1, k)),  # adam: (7) z -= α m̂ / (sqrt(v̂) + ε)
         decay,
@@ -104,9 +103,9 @@ def constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
     return _CONSTANTS[key]
 
 
-COEF_ORDER = ("one_minus_beta1", "beta2", "one_minus_beta2", "eps_scaled", "adam", "decay", "y_self", "y_z", "y_znew")
-#: The coefficients of the identity update (eps_scaled stays positive so that m / (sqrt(v) + eps) is finite).
-_IDENTITY = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+COEF_ORDER = ("beta1", "beta2", "eps_scaled", "adam", "decay", "y_self", "y_z", "y_znew")
+#: The coefficients of the identity update (with the gradient read as 0; eps_scaled stays positive).
+_IDENTITY = (1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 
 
 def schedulefree_plus_update(
@@ -125,6 +124,8 @@ def schedulefree_plus_update(
     ok: torch.Tensor | None = None,
     has_decay: bool = True,
     idle_weight: torch.Tensor | None = None,
+    beta1: float | None = None,
+    beta2: float | None = None,
     **scalars: Any,
 ) -> None:
     """Apply one step to every tensor (``ys[i]`` is ``params[i]`` unless it is an fp32 master copy).
@@ -140,13 +141,14 @@ def schedulefree_plus_update(
     0 on a skipped step); ``idle_weight`` None when β̃ cannot change (no annealing).
     """
     if coef is None:
-        coef, has_decay, idle_weight = _coefficients_from(scalars, ok, zs + idle_zs)
+        coef, has_decay, idle_weight = _coefficients_from(dict(scalars, beta1=beta1, beta2=beta2), ok, zs + idle_zs)
+    assert beta1 is not None and beta2 is not None, "beta1 and beta2 (host constants) are needed"
     if params:
         for idx in _buckets(zs):
             P, G, Y, Z, M, V = ([seq[i] for i in idx] for seq in (params, grads, ys, zs, ms, vs))
             G = [g if g.dtype == z.dtype else g.to(z.dtype) for g, z in zip(G, Z)]
             s = coef.to(Z[0].dtype)
-            _UPDATE[path](Y, Z, M, V, G, s, ok, has_decay)
+            _UPDATE[path](Y, Z, M, V, G, s, ok, has_decay, beta1, beta2)
             for p, y in zip(P, Y):
                 if y is not p:
                     p.copy_(y)
@@ -186,52 +188,53 @@ def _sanitize(G: list[torch.Tensor], ok: torch.Tensor | None) -> list[torch.Tens
     return [torch.where(ok, g, 0.0) for g in G]
 
 
-# The eager update with tensor scalars (``s``, the coefficients in the state dtype): no Python number is
-# taken from a device tensor. ``_update_single`` is ``_update_foreach`` one tensor at a time, operation for
-# operation (on CPU a foreach op is that loop, so the two agree bit for bit).
-def _update_single(Y, Z, M, V, G, s, ok, has_decay: bool) -> None:
+# The eager update with tensor scalars (``s``: the coefficients in the state dtype, 0-D tensors on the
+# device) and host constants only where a skipped step needs no special value (the gradient is 0 then):
+# no Python number is taken from a device tensor. On CPU a foreach op is a loop over the tensors, so
+# ``_update_foreach`` runs ``_update_single`` there (the same cost, no temporaries to fault in, and the two
+# paths equal bit for bit); on CUDA it runs the list operations below, the same algebra.
+def _update_single(Y, Z, M, V, G, s, ok, has_decay: bool, beta1: float, beta2: float) -> None:
     for y, z, m, v, g in zip(Y, Z, M, V, _sanitize(G, ok)):
-        m.add_(g.sub(m).mul_(s[0]))  # (6) m_k = m + (1-β1)(g - m)
-        v.mul_(s[1]).add_(g.mul(s[2]).mul_(g))  # (6) v_k = β2 v + ((1-β2) g) g
-        denom = v.sqrt().add_(s[3])  # (7) sqrt(v̂) + ε, up to sqrt(1-β2^k)
+        m.mul_(s[0]).add_(g, alpha=1.0 - beta1)  # (6) m_k = β1 m + (1-β1) g
+        v.mul_(s[1]).addcmul_(g, g, value=1.0 - beta2)  # (6) v_k = β2 v + (1-β2) g²
+        denom = v.sqrt().add_(s[2])  # (7) sqrt(v̂) + ε, up to sqrt(1-β2^k)
         if has_decay:
-            z.add_(y.mul(s[5]))  # (5) z' = z - α²λ y
-        y.mul_(s[6]).add_(z.mul(s[7]))  # (9, 10) the part of y_k built from y, z'
-        z.add_(m.div(denom).mul_(s[4]))  # (7) z_k
-        y.add_(z.mul(s[8]))  # (9, 10) y_k
+            z.addcmul_(y, s[4])  # (5) z' = z - α²λ y
+        y.mul_(s[5]).addcmul_(z, s[6])  # (9, 10) the part of y_k built from y, z'
+        z.addcdiv_(m, denom.div_(s[3]))  # (7) z_k = z' + adam·m/denom
+        y.addcmul_(z, s[7])  # (9, 10) y_k
 
 
-def _update_foreach(Y, Z, M, V, G, s, ok, has_decay: bool) -> None:
+def _update_foreach(Y, Z, M, V, G, s, ok, has_decay: bool, beta1: float, beta2: float) -> None:
+    if Z[0].device.type == "cpu":
+        return _update_single(Y, Z, M, V, G, s, ok, has_decay, beta1, beta2)
     G = _sanitize(G, ok)
-    t = torch._foreach_sub(G, M)  # (6) m_k = m + (1-β1)(g - m)
-    torch._foreach_mul_(t, s[0])
-    torch._foreach_add_(M, t)
-    torch._foreach_mul_(V, s[1])  # (6) v_k ...
-    t = torch._foreach_mul(G, s[2])
-    torch._foreach_mul_(t, G)
-    torch._foreach_add_(V, t)
+    torch._foreach_mul_(M, s[0])  # (6) m_k
+    torch._foreach_add_(M, G, alpha=1.0 - beta1)
+    torch._foreach_mul_(V, s[1])  # (6) v_k
+    torch._foreach_addcmul_(V, G, G, value=1.0 - beta2)
     denom = torch._foreach_sqrt(V)  # (7) sqrt(v̂) + ε, up to sqrt(1-β2^k)
-    torch._foreach_add_(denom, s[3])
+    torch._foreach_add_(denom, s[2])
     if has_decay:
-        torch._foreach_add_(Z, torch._foreach_mul(Y, s[5]))  # (5) z' = z - α²λ y
-    torch._foreach_mul_(Y, s[6])  # (9, 10) the part of y_k built from y, z' ...
-    torch._foreach_add_(Y, torch._foreach_mul(Z, s[7]))
-    u = torch._foreach_div(M, denom)  # (7) z_k
-    torch._foreach_mul_(u, s[4])
-    torch._foreach_add_(Z, u)
-    torch._foreach_add_(Y, torch._foreach_mul(Z, s[8]))  # (9, 10) y_k
+        torch._foreach_add_(Z, torch._foreach_mul(Y, s[4]))  # (5) z' = z - α²λ y
+    torch._foreach_mul_(Y, s[5])  # (9, 10) the part of y_k built from y, z' ...
+    torch._foreach_add_(Y, torch._foreach_mul(Z, s[6]))
+    torch._foreach_div_(denom, s[3])  # (7) z_k = z' + adam·m/denom
+    torch._foreach_addcdiv_(Z, M, denom)
+    torch._foreach_add_(Y, torch._foreach_mul(Z, s[7]))  # (9, 10) y_k
 
 
-def _fused_math(Y, Z, M, V, G, s, ok):
+def _fused_math(Y, Z, M, V, G, s, ok, c1, c2):
     # One elementwise expression per tensor, so inductor emits one loop that reads y, z, m, v, g once.
-    # ``s`` and ``ok`` are tensors: one graph serves every step, whatever the values.
+    # ``s`` and ``ok`` are tensors: one graph serves every step, whatever the values (c1 = 1-β1 and
+    # c2 = 1-β2 are constants of the run).
     for y, z, m, v, g in zip(Y, Z, M, V, G):
         g = torch.where(ok, g, 0.0)  # a skipped step: 0·g must be 0 even for g = inf
-        m_new = m + (g - m) * s[0]  # (6)
-        v_new = v * s[1] + g * g * s[2]  # (6)
-        z_dec = z + y * s[5]  # (5)
-        z_new = z_dec + m_new / (v_new.sqrt() + s[3]) * s[4]  # (7)
-        y.copy_(y * s[6] + z_dec * s[7] + z_new * s[8])  # (9, 10)
+        m_new = m * s[0] + g * c1  # (6)
+        v_new = v * s[1] + g * g * c2  # (6)
+        z_dec = z + y * s[4]  # (5)
+        z_new = z_dec + m_new / ((v_new.sqrt() + s[2]) / s[3])  # (7)
+        y.copy_(y * s[5] + z_dec * s[6] + z_new * s[7])  # (9, 10)
         z.copy_(z_new)
         m.copy_(m_new)
         v.copy_(v_new)
@@ -274,11 +277,14 @@ def _run_compiled(name: str, fn, fallback, *args):
     return fallback(*args)
 
 
-def _update_fused(Y, Z, M, V, G, s, ok, has_decay: bool) -> None:
+def _update_fused(Y, Z, M, V, G, s, ok, has_decay: bool, beta1: float, beta2: float) -> None:
     okt = ok if ok is not None else constant((1.0,), s.device)[0] > 0.0
     _run_compiled(
-        "update", _fused_math, lambda *a: _update_foreach(Y, Z, M, V, G, s, ok, has_decay), Y, Z, M, V, G, s, okt
-    )
+        "update",
+        _fused_math,
+        lambda *a: _update_foreach(Y, Z, M, V, G, s, ok, has_decay, beta1, beta2),
+        Y, Z, M, V, G, s, okt, 1.0 - beta1, 1.0 - beta2,
+    )  # fmt: skip
 
 
 _UPDATE = {"single": _update_single, "foreach": _update_foreach, "fused": _update_fused}

@@ -190,6 +190,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             ok=s["gate"],
             has_decay=group["weight_decay"] != 0.0,
             idle_weight=idle_weight,
+            beta1=beta1,
+            beta2=beta2,
             path=self._path(group),
         )
 
