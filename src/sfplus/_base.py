@@ -24,15 +24,21 @@ from typing import Any
 import torch
 
 from . import _distributed as D
-from ._defaults import DEFAULT, resolve
 from . import _schedule as S
-from ._stats import STATUSES, LazyStats, _host_stats, _step_stats
+from ._defaults import DEFAULT, resolve
+from ._stats import LazyStats, _host_stats, _step_stats
 from ._step_size import annealed_beta
 from ._validation import validate_hyperparameters, validate_options
 
 #: Group entries that are one value for the whole optimizer (kept equal across groups).
 GLOBAL_HYPERPARAMETERS = (
-    "polyak_beta", "loss_floor", "nonfinite", "max_inner", "max_step_growth", "max_step_ratio", "capturable"
+    "polyak_beta",
+    "loss_floor",
+    "nonfinite",
+    "max_inner",
+    "max_step_growth",
+    "max_step_ratio",
+    "capturable",
 )
 #: Run state kept in every param group (equal across groups), so ``state_dict`` carries it.
 #: ``p_ref`` is the last positive Polyak factor, the reference of the ``max_step_growth`` bound;

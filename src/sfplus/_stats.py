@@ -61,7 +61,7 @@ def to_host(values: list[Any]) -> list[Any]:
     for i, v in enumerate(values):
         if isinstance(v, torch.Tensor):
             by_device.setdefault(v.device, []).append(i)
-    for device, idx in by_device.items():
+    for idx in by_device.values():
         host = torch.stack([values[i].detach().reshape(()).to(torch.float64) for i in idx]).tolist()
         for i, h in zip(idx, host):
             out[i] = h

@@ -105,9 +105,7 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
             raise ValueError(f"Invalid max_step value: {max_step} (expected None or finite > 0)")
 
 
-def validate_options(
-    nonfinite: str, foreach: bool | None, fused: bool | None = None, capturable: bool = False
-) -> None:
+def validate_options(nonfinite: str, foreach: bool | None, fused: bool | None = None, capturable: bool = False) -> None:
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"Invalid nonfinite value: {nonfinite!r} (expected one of {NONFINITE_POLICIES})")
     # ``in (None, True, False)`` would accept 1 and 0.0 (they compare equal to True/False): check the type.

@@ -19,7 +19,6 @@ then ``y += B z_k``. ``tests/optim/test_identities.py`` checks this against the 
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import defaultdict
 from typing import Any

@@ -202,4 +202,3 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
     def _to_train(self, group: dict[str, Any]) -> None:
         for p in self._params_with_state(group):
             train_from_eval(D.local(p), self._y(p), D.local(self.state[p]["z"]), float(group["y_beta"]))
-

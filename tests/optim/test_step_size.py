@@ -78,7 +78,7 @@ def test_averaging_weight_five_steps(r, power):
     lr_max, weight_sum = eps, 0.0
     for k in range(1, 6):
         c, lr_max, weight_sum = S.averaging_weight(k, alphas[k - 1], lr_max, weight_sum, c_warmup, r, power)
-        gmax = [max(alphas[: j]) for j in range(1, k + 1)]  # γmax_j, a running max
+        gmax = [max(alphas[:j]) for j in range(1, k + 1)]  # γmax_j, a running max
         assert lr_max == gmax[-1]
         if k <= c_warmup:
             assert c == 1.0 and weight_sum == 0.0  # warm start: x follows z, W not started
@@ -200,14 +200,24 @@ def test_the_tensor_schedule_equals_the_float_functions():
         for e_prev, l1, pb in itertools.product((0.0, 1.5), (0.3, 20.0), (0.0, 0.9)):
             for a, b in zip(T.l1_ema_update(t(e_prev), t(l1), pb, t(k)), P.l1_ema_update(e_prev, l1, pb, k)):
                 assert same(a, b)
-        for alpha, lr_max, ws, cw, r in itertools.product((0.0, 0.01, 0.3), (1e-8, 0.1), (0.0, 2.5), (0, 3), (0.0, 1.0)):
+        for alpha, lr_max, ws, cw, r in itertools.product(
+            (0.0, 0.01, 0.3), (1e-8, 0.1), (0.0, 2.5), (0, 3), (0.0, 1.0)
+        ):
             got = T.averaging_weight(t(k), t(alpha), t(lr_max), t(ws), cw, r, 2.0)
             want = P.averaging_weight(k, alpha, lr_max, ws, cw, r, 2.0)
             assert all(same(a, b) for a, b in zip(got, want)), (k, alpha, lr_max, ws, cw, r)
-    for F, inner, floor, kappa in itertools.product((-1.0, 0.0, 0.7, 3.0), (-0.5, 0.0, 0.4), (0.0, 0.5), (None, 0.0, 1.0)):
+    for F, inner, floor, kappa in itertools.product(
+        (-1.0, 0.0, 0.7, 3.0), (-0.5, 0.0, 0.4), (0.0, 0.5), (None, 0.0, 1.0)
+    ):
         assert same(T.polyak_numerator(t(F), t(inner), floor, kappa), P.polyak_numerator(F, inner, floor, kappa))
-    for num, den, ref, bound in itertools.product((0.0, 0.2, 5.0), (1e-3, 1.0), (0.0, 0.1, 2.0), (None, 0.0, 0.05, 1.0)):
-        assert same(T.growth_bounded_numerator(t(num), t(den), t(ref), bound), P.growth_bounded_numerator(num, den, ref, bound))
-        assert same(T.ratio_bounded_numerator(t(num), t(den), t(ref), bound), P.ratio_bounded_numerator(num, den, ref, bound))
+    for num, den, ref, bound in itertools.product(
+        (0.0, 0.2, 5.0), (1e-3, 1.0), (0.0, 0.1, 2.0), (None, 0.0, 0.05, 1.0)
+    ):
+        assert same(
+            T.growth_bounded_numerator(t(num), t(den), t(ref), bound), P.growth_bounded_numerator(num, den, ref, bound)
+        )
+        assert same(
+            T.ratio_bounded_numerator(t(num), t(den), t(ref), bound), P.ratio_bounded_numerator(num, den, ref, bound)
+        )
     for alpha, wd, bounded in itertools.product((0.0, 0.01, 2.0), (0.0, 10.0), (False, True)):
         assert same(T.bounded_decay_rate(t(alpha), wd, bounded), P.bounded_decay_rate(alpha, wd, bounded))
