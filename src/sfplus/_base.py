@@ -17,35 +17,47 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import warnings
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 
 from . import _distributed as D
+from . import _schedule as S
 from ._defaults import DEFAULT, resolve
-from ._step_size import (
-    TINY,
-    annealed_beta,
-    averaging_weight,
-    bounded_decay_rate,
-    growth_bounded_numerator,
-    l1_ema_update,
-    polyak_numerator,
-    ratio_bounded_numerator,
-    warmup_factor,
-)
+from ._stats import LazyStats, _host_stats, _step_stats
+from ._step_size import annealed_beta
 from ._validation import validate_hyperparameters, validate_options
 
 #: Group entries that are one value for the whole optimizer (kept equal across groups).
-GLOBAL_HYPERPARAMETERS = ("polyak_beta", "loss_floor", "nonfinite", "max_inner", "max_step_growth", "max_step_ratio")
+GLOBAL_HYPERPARAMETERS = (
+    "polyak_beta",
+    "loss_floor",
+    "nonfinite",
+    "max_inner",
+    "max_step_growth",
+    "max_step_ratio",
+    "capturable",
+)
 #: Run state kept in every param group (equal across groups), so ``state_dict`` carries it.
 #: ``p_ref`` is the last positive Polyak factor, the reference of the ``max_step_growth`` bound;
 #: ``p_first`` the first positive one, the reference of the ``max_step_ratio`` bound.
 GLOBAL_STATE = ("k", "e", "num_skipped", "train_mode", "p_ref", "p_first")
 #: Run state kept per param group.
 GROUP_STATE = ("y_beta", "lr_max", "weight_sum")
+#: The run-state scalars the step computes, kept as 0-D tensors on the parameters' device from the first
+#: step on (Python numbers before it, and in state dicts saved by version 0.1.0): dtype of each.
+RUN_SCALARS = {
+    "k": torch.int64,
+    "num_skipped": torch.int64,
+    "e": torch.float64,
+    "p_ref": torch.float64,
+    "p_first": torch.float64,
+    "y_beta": torch.float64,
+    "lr_max": torch.float64,
+    "weight_sum": torch.float64,
+}
 
 _MISSING_LOSS = (
     "{name}.step() needs this step's loss F (the Polyak step uses it): call "
@@ -89,9 +101,10 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         nonfinite: str = "skip",
         foreach: bool | None = None,
         fused: bool | None = None,
+        capturable: bool = False,
         process_group: Any = None,
     ) -> None:
-        validate_options(nonfinite, foreach, fused)
+        validate_options(nonfinite, foreach, fused, capturable)
         hyper = resolve(
             preset,
             dict(
@@ -117,12 +130,12 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         )
         if isinstance(hyper["betas"], list):
             hyper["betas"] = tuple(hyper["betas"])
-        defaults = dict(hyper, nonfinite=nonfinite, foreach=foreach, fused=fused)
+        defaults = dict(hyper, nonfinite=nonfinite, foreach=foreach, fused=fused, capturable=capturable)
         self.preset = preset
         self._floor_warned = False
         validate_hyperparameters(defaults, warn=False)
         self._process_group = process_group
-        self.stats: dict[str, Any] = {}
+        self.stats: Mapping[str, Any] = {}
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ groups and state
@@ -138,7 +151,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             raise
 
     def _check_new_group(self, group: dict[str, Any]) -> None:
-        validate_options(group["nonfinite"], group["foreach"], group["fused"])
+        validate_options(group["nonfinite"], group["foreach"], group["fused"], group["capturable"])
         validate_hyperparameters(group)
         for p in group["params"]:
             if not p.is_floating_point():
@@ -163,10 +176,9 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         group.setdefault("train_mode", src.get("train_mode", True))
         group.setdefault("p_ref", src.get("p_ref", 0.0))
         group.setdefault("p_first", src.get("p_first", 0.0))
-        group.setdefault(
-            "y_beta",
-            annealed_beta(group["k"], group["sf_beta1"], group["sf_beta1_max"], group["sf_beta1_anneal_steps"]),
-        )
+        if "y_beta" not in group:
+            k = int(group["k"])  # a tensor once stepped: read back here, outside step()
+            group["y_beta"] = annealed_beta(k, group["sf_beta1"], group["sf_beta1_max"], group["sf_beta1_anneal_steps"])
         group.setdefault("lr_max", float(group["eps"]))
         group.setdefault("weight_sum", 0.0)
 
@@ -189,6 +201,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             group.setdefault("nonfinite", "skip")
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
+            group.setdefault("capturable", False)
             group.setdefault("max_step", None)
             group.setdefault("loss_floor", 0.0)
             group.setdefault("warmup_steps", 0)
@@ -286,50 +299,119 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None) -> Any:
-        """Take one step. The loss F comes from ``closure()`` or ``loss=`` (float or 0-D tensor)."""
+        """Take one step. The loss F comes from ``closure()`` or ``loss=`` (float or 0-D tensor).
+
+        No host synchronisation on the fast paths: every scalar of the step (β̃, α and its safeguards,
+        c, the skip decision) is a 0-D tensor on the parameters' device, and a skipped step is a
+        ``torch.where`` that keeps the old values, not a Python branch (docs/algorithm.md, "Host
+        synchronisation and capture"). ``nonfinite="raise"`` reads the finiteness back (one sync).
+        """
         if not self.train_mode:
             raise RuntimeError(_EVAL_MODE.format(name=type(self).__name__))
         if closure is None and loss is None and self._allocate_state_for_checkpoint():
             return None
         loss_local, ret = self._take_loss(closure, loss)
         active = self._active_params()
-        k = self._global("k") + 1
         if not any(active):
-            self._record(k - 1, status="no_grad")
+            self._record_host(status="no_grad")
             return ret
+        device = D.local(next(p.grad for params in active for p in params)).device
+        self._scalars_to(device)
+        k_prev = self._global("k")
+        k_new = k_prev + 1
+        k = k_new.to(torch.float64)  # the candidate k, in the float64 of the scalar arithmetic
         betas = [
-            annealed_beta(k, g["sf_beta1"], g["sf_beta1_max"], g["sf_beta1_anneal_steps"]) for g in self.param_groups
+            S.annealed_beta(k, g["sf_beta1"], g["sf_beta1_max"], g["sf_beta1_anneal_steps"]) for g in self.param_groups
         ]
         F, inner, l1 = self._gather_statistics(loss_local, active, betas)
-        if not all(math.isfinite(s) for s in (F, inner, l1)):
-            return self._reject_nonfinite(k, F, inner, l1, ret)
-        if l1 == 0.0:
-            # All-zero gradients: no direction to move in. A full no-op (k not advanced), so that the
-            # average does not keep drifting toward z while nothing is learned.
-            self._record(k - 1, status="zero_grad", F=F, inner=inner, l1=l1)
-            return ret
-        e, e_hat = l1_ema_update(self._global("e"), l1, self._global("polyak_beta"), k)
+        finite = torch.isfinite(F) & torch.isfinite(inner) & torch.isfinite(l1)
+        if self._global("nonfinite") == "raise" and not bool(finite):  # the one sync, asked for
+            raise FloatingPointError(self._nonfinite_message(k_new, F, inner, l1) + "; nothing was updated")
+        ok = finite & (l1 != 0.0)  # an all-zero gradient is a full no-op too (k not advanced)
+        e_prev = self._global("e")
+        e, e_hat = S.l1_ema_update(e_prev, l1, self._global("polyak_beta"), k)
         numerator, denominator = self._polyak_factor(k, F, inner, e_hat)
-        alphas, cs = [], []
+        alphas, cs, y_betas, lr_maxes = [], [], [], []
+        gate = None if self._global("nonfinite") == "raise" else ok  # "raise": the gradients are finite
         for group, params, beta in zip(self.param_groups, active, betas):
             alpha = self._step_size(group, k, numerator, denominator)
-            c, group["lr_max"], group["weight_sum"] = averaging_weight(
+            c, lr_max, weight_sum = S.averaging_weight(
                 k, alpha, group["lr_max"], group["weight_sum"], group["c_warmup"], group["r"], group["weight_lr_power"]
             )
             self._init_state(params)
-            decay = bounded_decay_rate(alpha, group["weight_decay"], group["bounded_decay"])
-            self._update_group(group, params, k=k, alpha=alpha, beta=beta, c=c, weight_decay=decay)
-            group["y_beta"] = beta
+            decay = S.bounded_decay_rate(alpha, group["weight_decay"], group["bounded_decay"])
+            self._update_group(group, params, k=k, alpha=alpha, beta=beta, c=c, weight_decay=decay, ok=ok, gate=gate)
+            y_beta = torch.where(ok, beta, group["y_beta"])
+            self._commit(group, "lr_max", torch.where(ok, lr_max, group["lr_max"]))
+            self._commit(group, "weight_sum", torch.where(ok, weight_sum, group["weight_sum"]))
+            self._commit(group, "y_beta", y_beta)
             alphas.append(alpha)
             cs.append(c)
-        self._set_global("k", k)
-        self._set_global("e", e)
-        if numerator > 0.0:
-            self._set_global("p_ref", numerator / denominator)
-            if self._global("p_first") == 0.0:
-                self._set_global("p_first", numerator / denominator)
-        self._record(k, status="ok", F=F, inner=inner, l1=l1, e_hat=e_hat, alphas=alphas, cs=cs, betas=betas)
+            y_betas.append(y_beta)
+            lr_maxes.append(torch.where(ok, lr_max, group["lr_max"]) if not lr_maxes else None)
+        p = numerator / denominator
+        positive = ok & (numerator > 0.0)
+        p_ref, p_first = self._global("p_ref"), self._global("p_first")
+        new = {
+            "k": torch.where(ok, k_new, k_prev),
+            "e": torch.where(ok, e, e_prev),
+            "p_ref": torch.where(positive, p, p_ref),
+            "p_first": torch.where(positive & (p_first == 0.0), p, p_first),
+            "num_skipped": self._global("num_skipped") + (~finite).to(torch.int64),
+        }
+        for group in self.param_groups:
+            for key, value in new.items():
+                self._commit(group, key, value)
+        status = torch.where(finite, torch.where(ok, 0, 1), 2)  # an index into STATUSES
+        self.stats = LazyStats(
+            _step_stats,
+            ref=weakref.ref(self),
+            status=status,
+            k=new["k"],
+            F=F,
+            inner=inner,
+            l1=l1,
+            e_hat=e_hat,
+            alphas=alphas,
+            cs=cs,
+            betas=y_betas,
+            lr_max=lr_maxes[0],
+            num_skipped=new["num_skipped"],
+            below_floor=F < self._global("loss_floor"),
+        )
         return ret
+
+    def _commit(self, group: dict[str, Any], key: str, value: torch.Tensor) -> None:
+        """Store a run-state scalar: in place with ``capturable`` (a CUDA graph replays on fixed
+        addresses), else as a new tensor (so a ``state_dict()`` taken earlier never sees it change)."""
+        if group.get("capturable", False):
+            group[key].copy_(value)
+        else:
+            group[key] = value
+
+    def _scalars_to(self, device: torch.device) -> None:
+        """Make every run-state scalar a 0-D tensor on ``device`` (int64 counters, float64 values).
+
+        A no-op once they are (every step after the first). Python numbers, from a new optimizer or a
+        state dict saved by version 0.1.0, are converted here, once; values equal across groups stay
+        one tensor. With ``capturable`` each group gets its own tensors, updated in place.
+        """
+        capturable = self.param_groups[0].get("capturable", False)
+        seen: set[int] = set()
+        for group in self.param_groups:
+            for key, dtype in RUN_SCALARS.items():
+                value = group[key]
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.device == device
+                    and value.dtype == dtype
+                    and value.dim() == 0
+                    and not (capturable and id(value) in seen)
+                ):
+                    seen.add(id(value))
+                    continue
+                group[key] = torch.as_tensor(value, dtype=dtype).to(device, copy=True).reshape(())
+                seen.add(id(group[key]))
 
     def _allocate_state_for_checkpoint(self) -> bool:
         """Allocate the state, change nothing else, when step() comes with no loss and all-zero gradients.
@@ -338,51 +420,51 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         optimizer that way (zero gradients, lr 0, ``step(closure=None)``) so that a checkpoint can be
         loaded into its state tensors. There is nothing to learn from zero gradients, so k, the
         parameters and every scalar stay as they are. Returns False (the caller then asks for the loss)
-        when no parameter has a gradient or some gradient is non-zero.
+        when no parameter has a gradient or some gradient is non-zero. (This path reads the gradients
+        back to the host: it is not a training step.)
         """
         active = self._active_params()
         if not any(active) or any(bool(D.local(p.grad).any()) for params in active for p in params):
             return False
         for params in active:
             self._init_state(params)
-        self._record(self._global("k"), status="zero_grad")
+        # The run-state scalars take their stepped form (0-D tensors) too, so that the state dict of this
+        # optimizer has the structure of a checkpoint saved after training steps (DCP loads into it).
+        self._scalars_to(D.local(next(p.grad for params in active for p in params)).device)
+        self._record_host(status="zero_grad")
         return True
 
-    def _polyak_factor(self, k: int, F: float, inner: float, e_hat: float) -> tuple[float, float]:
+    def _polyak_factor(self, k: torch.Tensor, F: torch.Tensor, inner: torch.Tensor, e_hat: torch.Tensor):
         """(b) The global Polyak factor P = numerator / denominator of eq. 4, with the safeguards on I and
         on P's growth. Returned as the pair so that α = γ·numerator/denominator is computed exactly as the
-        paper's formula when no safeguard is on."""
-        floor = self._global("loss_floor")
-        if F < floor and not self._floor_warned:
-            self._floor_warned = True
-            warnings.warn(
-                f"{type(self).__name__}: the loss F={F:.6g} at step {k} is below loss_floor={floor:g}, so the "
-                "Polyak step is 0 and nothing is learned while it stays there. loss_floor must be a lower bound "
-                "of the loss: set it below the lowest value the loss can take (e.g. a Gaussian negative "
-                "log-likelihood can go below 0). This warning is shown once.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        numerator = polyak_numerator(F, inner, floor, self._global("max_inner"))
-        denominator = max(e_hat, TINY)
-        numerator = growth_bounded_numerator(
+        paper's formula when no safeguard is on. (A loss below ``loss_floor`` is warned about when the
+        step's stats are read: that needs the host value.)"""
+        numerator = S.polyak_numerator(F, inner, self._global("loss_floor"), self._global("max_inner"))
+        denominator = S.polyak_denominator(e_hat)
+        numerator = S.growth_bounded_numerator(
             numerator, denominator, self._global("p_ref"), self._global("max_step_growth")
         )
-        numerator = ratio_bounded_numerator(
+        numerator = S.ratio_bounded_numerator(
             numerator, denominator, self._global("p_first"), self._global("max_step_ratio")
         )
         return numerator, denominator
 
-    def _step_size(self, group: dict[str, Any], k: int, numerator: float, denominator: float) -> float:
+    def _step_size(self, group: dict[str, Any], k: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor):
         """α for one group: γ (its lr times the warmup ramp) times P, then the cap (eq. 4)."""
-        gamma = float(group["lr"]) * warmup_factor(k, group["warmup_steps"])
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):  # an LR scheduler's tensor lr stays on the device
+            lr = lr.to(device=numerator.device, dtype=torch.float64)
+        else:
+            lr = float(lr)
+        gamma = lr * S.warmup_factor(k, group["warmup_steps"])
         alpha = gamma * numerator / denominator
-        return alpha if group["max_step"] is None else min(alpha, group["max_step"])
+        return alpha if group["max_step"] is None else torch.clamp(alpha, max=group["max_step"])
 
-    def _gather_statistics(
-        self, loss_local: torch.Tensor | float, active: list[list[torch.Tensor]], betas: list[float]
-    ) -> tuple[float, float, float]:
-        """(a) The global F, I = Σ β̃⟨g, z-x⟩ and L = ‖g‖₁: one float64 vector, one collective, one sync."""
+    def _gather_statistics(self, loss_local: torch.Tensor | float, active: list[list[torch.Tensor]], betas: list[Any]):
+        """(a) The global F, I = Σ β̃⟨g, z-x⟩ and L = ‖g‖₁: one float64 vector, one collective, no sync.
+
+        Returned as 0-D float64 tensors on the gradients' device.
+        """
         group_handle, world = D.resolve_group(self._process_group)
         device = D.local(next(p.grad for params in active for p in params)).device
         parts = []
@@ -390,46 +472,41 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             dot, l1 = self._group_statistics(group, params, world)
             parts.append(torch.stack([dot.to(device), l1.to(device)]))
         stats = torch.cat([torch.as_tensor(loss_local, dtype=torch.float64, device=device).reshape(1) / world] + parts)
-        stats = D.all_reduce_sum(stats, group_handle, world).tolist()
+        stats = D.all_reduce_sum(stats, group_handle, world)
         F = stats[0]
-        inner = sum(beta * dot for beta, dot in zip(betas, stats[1::2]))
-        l1 = sum(stats[2::2])
+        inner = sum(beta * dot for beta, dot in zip(betas, stats[1::2].unbind()))
+        l1 = sum(stats[2::2].unbind())
         return F, inner, l1
 
-    def _reject_nonfinite(self, k: int, F: float, inner: float, l1: float, ret: Any) -> Any:
+    def _nonfinite_message(self, k: Any, F: Any, inner: Any, l1: Any) -> str:
+        F, inner, l1 = float(F), float(inner), float(l1)
         what = "loss" if not math.isfinite(F) else "gradient"
-        message = (
-            f"{type(self).__name__}: non-finite {what} at step {k} (F={F}, I={inner}, ||g||_1={l1})"
-        )
-        if self._global("nonfinite") == "raise":
-            raise FloatingPointError(message + "; nothing was updated")
-        self._set_global("num_skipped", self._global("num_skipped") + 1)
-        warnings.warn(message + "; step skipped, nothing was updated (nonfinite='skip')", RuntimeWarning, stacklevel=3)
-        self._record(k - 1, status="skipped_nonfinite", F=F, inner=inner, l1=l1)
-        return ret
+        return f"{type(self).__name__}: non-finite {what} at step {int(k)} (F={F}, I={inner}, ||g||_1={l1})"
 
-    def _record(self, k: int, *, status: str, **values: Any) -> None:
-        """Expose this step's scalars for logging (``optimizer.stats``); not run state."""
-        alphas = values.get("alphas", [0.0] * len(self.param_groups))
-        cs = values.get("cs", [0.0] * len(self.param_groups))
-        betas = values.get("betas", [g["y_beta"] for g in self.param_groups])
-        self.stats = {
-            "k": k,
+    def _record_host(self, *, status: str) -> None:
+        """The stats of a step decided on the host (no gradient at all; the checkpoint allocation)."""
+        n = len(self.param_groups)
+        values = {
+            "k": self._global("k"),
             "status": status,
-            "skipped": status != "ok",
-            "alpha": alphas[0],
-            "beta": betas[0],
-            "c": cs[0],
-            "loss": values.get("F", math.nan),
-            "inner": values.get("inner", math.nan),
-            "l1": values.get("l1", math.nan),
-            "e_hat": values.get("e_hat", math.nan),
+            "skipped": True,
+            "alpha": 0.0,
+            "beta": self.param_groups[0]["y_beta"],
+            "c": 0.0,
+            "loss": math.nan,
+            "inner": math.nan,
+            "l1": math.nan,
+            "e_hat": math.nan,
             "lr_max": self.param_groups[0]["lr_max"],
             "num_skipped": self._global("num_skipped"),
-            "alphas": alphas,
-            "cs": cs,
-            "betas": betas,
+            "alphas": [0.0] * n,
+            "cs": [0.0] * n,
+            "betas": [g["y_beta"] for g in self.param_groups],
         }
+        if self.param_groups[0].get("capturable", False):  # copies: those tensors change in place
+            values = {key: (v.clone() if isinstance(v, torch.Tensor) else v) for key, v in values.items()}
+            values["betas"] = [b.clone() if isinstance(b, torch.Tensor) else b for b in values["betas"]]
+        self.stats = LazyStats(_host_stats, values=values)
 
     # ------------------------------------------------------------------ subclass hooks
     def _init_state(self, params: list[torch.Tensor]) -> None:
@@ -451,6 +528,21 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ state_dict
+    def state_dict(self) -> dict[str, Any]:
+        """The base class's state dict, with the run-state scalars (0-D tensors once stepped) copied.
+
+        A copy, so that a state dict taken now keeps its values while training goes on (with
+        ``capturable`` the step updates those tensors in place). They stay tensors on their device, as
+        torch.optim's own step counters do: ``torch.save`` and ``torch.load(weights_only=True)`` take them,
+        and ``load_state_dict`` restores them bit for bit (also Python numbers, from version 0.1.0).
+        """
+        state = super().state_dict()
+        for group in state["param_groups"]:
+            for key in RUN_SCALARS:
+                if isinstance(group.get(key), torch.Tensor):
+                    group[key] = group[key].clone()
+        return state
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load after checking every state tensor's shape against its parameter; fp32 state stays fp32."""
         saved_groups = state_dict["param_groups"]

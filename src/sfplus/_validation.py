@@ -107,7 +107,7 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
             raise ValueError(f"Invalid max_step value: {max_step} (expected None or finite > 0)")
 
 
-def validate_options(nonfinite: str, foreach: bool | None, fused: bool | None = None) -> None:
+def validate_options(nonfinite: str, foreach: bool | None, fused: bool | None = None, capturable: bool = False) -> None:
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"Invalid nonfinite value: {nonfinite!r} (expected one of {NONFINITE_POLICIES})")
     # ``in (None, True, False)`` would accept 1 and 0.0 (they compare equal to True/False): check the type.
@@ -115,5 +115,7 @@ def validate_options(nonfinite: str, foreach: bool | None, fused: bool | None = 
         raise TypeError(f"Invalid foreach value: {foreach!r} (expected None, True or False)")
     if not (fused is None or isinstance(fused, bool)):
         raise TypeError(f"Invalid fused value: {fused!r} (expected None, True or False)")
+    if not isinstance(capturable, bool):
+        raise TypeError(f"Invalid capturable value: {capturable!r} (expected True or False)")
     if foreach and fused:
         raise RuntimeError("`foreach` and `fused` cannot both be True: pick the foreach or the compiled (fused) path")

@@ -8,7 +8,14 @@ import torch
 
 from . import _distributed as D
 from ._base import ScheduleFreePlusBase
-from .functional import eval_from_train, resolve_path, schedulefree_plus_update, tensor_statistics, train_from_eval
+from .functional import (
+    eval_from_train,
+    resolve_path,
+    schedulefree_plus_update,
+    tensor_statistics,
+    train_from_eval,
+    update_coefficients,
+)
 
 __all__ = ["ScheduleFreePlus"]
 
@@ -80,17 +87,28 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             faster than foreach at 15.6M params on CPU, benchmarks/RESULTS.md; the first step compiles,
             falls back to foreach if compiling fails). None picks it for param groups of at least
             2**20 elements when foreach is None too.
+        capturable: keep every run-state scalar on the device and update it in place, so that a step
+            can be captured in a CUDA graph (as ``torch.optim.Adam``'s flag; the same numbers, bit for
+            bit). Must be a bool.
         process_group: the data-parallel group for F, I, L (default: the world group when
             ``torch.distributed`` is initialised).
+
+    Host synchronisation: a step on the foreach or fused path with a tensor loss never reads a device
+    value back (every scalar is a 0-D tensor; a skipped step is a ``torch.where``, not a branch).
+    ``nonfinite="raise"`` syncs once per step to raise; the for-loop path (``foreach=False``) does not
+    sync either but launches a kernel per tensor. docs/algorithm.md, "Host synchronisation and capture".
 
     State:
         per parameter: ``z`` (base iterate), ``m``, ``v`` (Adam moments), all in the parameter's
         dtype, or fp32 with an fp32 master copy ``y`` for bf16/fp16 parameters (averaging in low
         precision stalls). Per group: ``k`` (steps taken), ``e`` (the raw L1 EMA, never its
         bias-corrected copy), ``num_skipped``, ``train_mode``, ``y_beta`` (the β̃ that built y, for an
-        exact y ↔ x conversion), ``lr_max`` (γmax) and ``weight_sum`` (W).
+        exact y ↔ x conversion), ``lr_max`` (γmax) and ``weight_sum`` (W); from the first step on, all
+        but ``train_mode`` are 0-D tensors on the parameters' device (int64 ``k``, ``num_skipped``).
 
-    Each step's scalars (k, α, β̃, c, F, I, ‖g‖₁, skipped, ...) are in ``optimizer.stats``.
+    Each step's scalars (k, α, β̃, c, F, I, ‖g‖₁, skipped, ...) are in ``optimizer.stats``, a mapping
+    that reads them back to the host (one transfer) when first read. The warnings of a skipped
+    non-finite step and of a loss below ``loss_floor`` are raised then.
 
     References:
         Defazio, ScheduleFree+: Scaling Learning-Rate-Free & Schedule-Free Learning to Large Language
@@ -150,6 +168,14 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         else:
             with_grad = set(params)
             idle = [p for p in self._params_with_state(group) if p not in with_grad]
+        beta_prev = group["y_beta"]
+        coef = update_coefficients(
+            k=s["k"], alpha=s["alpha"], beta=s["beta"], beta_prev=beta_prev, c=s["c"], beta1=beta1, beta2=beta2,
+            eps=group["eps"], weight_decay=s["weight_decay"], ok=s["ok"],
+        )  # fmt: skip
+        idle_weight = None
+        if idle and group["sf_beta1_anneal_steps"] > 0:  # β̃ may change: rebuild y (weight 0 on a skip)
+            idle_weight = torch.where(s["ok"], 1.0 - s["beta"] / beta_prev, 0.0)
         schedulefree_plus_update(
             [D.local(p) for p in params],
             [D.local(p.grad) for p in params],
@@ -160,23 +186,19 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             idle_ys=[self._y(p) for p in idle],
             idle_zs=[D.local(self.state[p]["z"]) for p in idle],
             idle_params=[D.local(p) for p in idle],
-            k=s["k"],
-            alpha=s["alpha"],
-            beta=s["beta"],
-            beta_prev=group["y_beta"],
-            c=s["c"],
+            coef=coef,
+            ok=s["gate"],
+            has_decay=group["weight_decay"] != 0.0,
+            idle_weight=idle_weight,
             beta1=beta1,
             beta2=beta2,
-            eps=group["eps"],
-            weight_decay=s["weight_decay"],  # λ, or its bounded form (bounded_decay)
             path=self._path(group),
         )
 
     def _to_eval(self, group: dict[str, Any]) -> None:
         for p in self._params_with_state(group):
-            eval_from_train(D.local(p), self._y(p), D.local(self.state[p]["z"]), group["y_beta"])
+            eval_from_train(D.local(p), self._y(p), D.local(self.state[p]["z"]), float(group["y_beta"]))
 
     def _to_train(self, group: dict[str, Any]) -> None:
         for p in self._params_with_state(group):
-            train_from_eval(D.local(p), self._y(p), D.local(self.state[p]["z"]), group["y_beta"])
-
+            train_from_eval(D.local(p), self._y(p), D.local(self.state[p]["z"]), float(group["y_beta"]))

@@ -35,6 +35,11 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
     :math:`\tilde\beta_k` (10), so every y of a group is built with the same β̃.
 
     State per parameter: ``x``, ``y``, ``z``, ``m``, ``v`` (fp32 for bf16/fp16 parameters).
+
+    Host synchronisation: this class syncs on purpose. Its statistics are moved to the CPU tensor by
+    tensor, and its update reads α, c, β̃ and the skip decision back as Python numbers (the scalar
+    schedule itself is the shared, sync-free one of the base class). It is the ground truth, not a
+    training path; ``capturable=True`` is accepted but such a step cannot be captured.
     """
 
     _tensor_state_keys = ("x", "y", "z", "m", "v")
@@ -64,9 +69,13 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
         return dot, l1
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
-        k, alpha, beta, c = s["k"], s["alpha"], s["beta"], s["c"]
+        # The reference reads every scalar back to the host (one sync each): clarity over speed.
+        if not bool(s["ok"]):  # a skipped step (non-finite, or all-zero gradients): nothing changes
+            return
+        k, alpha, beta, c = (float(s[key]) for key in ("k", "alpha", "beta", "c"))
+        k = int(k)
         beta1, beta2 = group["betas"]
-        eps, lam = group["eps"], s["weight_decay"]  # λ, or its bounded form (bounded_decay)
+        eps, lam = group["eps"], float(s["weight_decay"])  # λ, or its bounded form (bounded_decay)
         for p in params:
             state = self.state[p]
             g = D.local(p.grad).to(self._state_dtype(p))

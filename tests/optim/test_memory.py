@@ -7,12 +7,20 @@ import pytest
 import torch
 from cases import ALL_FEATURES, MLPProblem, OptimizerCase, case_params
 
+from sfplus._base import RUN_SCALARS
+
 
 def _tensors_outside_state(opt: torch.optim.Optimizer) -> list[str]:
-    """Names of tensors the optimizer holds other than its params and ``state`` (there should be none)."""
+    """Names of tensors the optimizer holds other than its params, ``state`` and the documented 0-D run-state
+    scalars of each group (``sfplus._base.RUN_SCALARS``: k, e, ..., on the device so that a step needs no
+    host sync). There should be none."""
     found = [f"attribute {name}" for name, value in vars(opt).items() if isinstance(value, torch.Tensor)]
     for gi, group in enumerate(opt.param_groups):
-        found += [f"group {gi} {key}" for key, value in group.items() if isinstance(value, torch.Tensor)]
+        found += [
+            f"group {gi} {key}"
+            for key, value in group.items()
+            if isinstance(value, torch.Tensor) and not (key in RUN_SCALARS and value.dim() == 0)
+        ]
     return found
 
 
@@ -67,11 +75,15 @@ def test_two_identical_runs_are_identical(cls, foreach):
 
 
 def test_step_counter_is_an_exact_int():
-    """k is a Python int (a float32 counter stops counting exactly beyond 2**24 steps)."""
+    """k is an exact integer (a float32 counter stops counting exactly beyond 2**24 steps): an int64 0-D
+    tensor on the parameters' device once stepped (so that a step needs no host sync), and a Python int
+    set by hand (as here) is taken."""
     problem = MLPProblem.make(torch.Generator().manual_seed(53))
     opt = cases.ScheduleFreePlus(problem.groups())
     opt.step(problem.closure_for(opt))
     for group in opt.param_groups:
         group["k"] = 2**24 + 1  # as if resumed late in a long run
     opt.step(problem.closure_for(opt))
-    assert opt.param_groups[0]["k"] == 2**24 + 2 and type(opt.param_groups[0]["k"]) is int
+    k = opt.param_groups[0]["k"]
+    assert k.dtype == torch.int64 and k.dim() == 0 and int(k) == 2**24 + 2
+    assert opt.stats["k"] == 2**24 + 2 and type(opt.stats["k"]) is int

@@ -169,6 +169,7 @@ def test_a_loss_below_the_floor_warns_once():
             loss = (w**2).sum() - 10.0
             loss.backward()
             opt.step(loss=loss)
+            opt.stats["alpha"]  # the warning needs the host value of F: raised when the stats are read
     assert sum("below loss_floor" in str(r.message) for r in record) == 1
     assert opt.stats["alpha"] == 0.0
 

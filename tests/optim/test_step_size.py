@@ -78,7 +78,7 @@ def test_averaging_weight_five_steps(r, power):
     lr_max, weight_sum = eps, 0.0
     for k in range(1, 6):
         c, lr_max, weight_sum = S.averaging_weight(k, alphas[k - 1], lr_max, weight_sum, c_warmup, r, power)
-        gmax = [max(alphas[: j]) for j in range(1, k + 1)]  # γmax_j, a running max
+        gmax = [max(alphas[:j]) for j in range(1, k + 1)]  # γmax_j, a running max
         assert lr_max == gmax[-1]
         if k <= c_warmup:
             assert c == 1.0 and weight_sum == 0.0  # warm start: x follows z, W not started
@@ -176,3 +176,48 @@ def test_annealed_beta_moves_monotonically_between_its_ends(k, low, span, steps)
     assert low - 1e-12 <= beta <= high + 1e-12
     if steps:
         assert S.annealed_beta(k + 1, low, high, steps) >= beta - 1e-15
+
+
+def test_the_tensor_schedule_equals_the_float_functions():
+    """``sfplus._schedule`` (0-D float64 tensors, what step() runs, no host sync) against the float functions
+    of ``sfplus._step_size`` on a grid: the same operations in the same order, so equal to the last bit up
+    to the rounding of ``pow`` (torch's x*x for x**2 against libm's pow), 1e-15 relative."""
+    import itertools
+
+    from sfplus import _schedule as T
+    from sfplus import _step_size as P
+
+    def t(x):
+        return torch.tensor(x, dtype=torch.float64)
+
+    def same(a, b):
+        a = float(a)
+        return a == b or math.isclose(a, b, rel_tol=1e-15)
+
+    for k in (1, 2, 7, 50, 999, 1000, 5000):
+        assert same(T.annealed_beta(t(k), 0.8, 0.965, 1000), P.annealed_beta(k, 0.8, 0.965, 1000))
+        assert same(T.warmup_factor(t(k), 50), P.warmup_factor(k, 50))
+        for e_prev, l1, pb in itertools.product((0.0, 1.5), (0.3, 20.0), (0.0, 0.9)):
+            for a, b in zip(T.l1_ema_update(t(e_prev), t(l1), pb, t(k)), P.l1_ema_update(e_prev, l1, pb, k)):
+                assert same(a, b)
+        for alpha, lr_max, ws, cw, r in itertools.product(
+            (0.0, 0.01, 0.3), (1e-8, 0.1), (0.0, 2.5), (0, 3), (0.0, 1.0)
+        ):
+            got = T.averaging_weight(t(k), t(alpha), t(lr_max), t(ws), cw, r, 2.0)
+            want = P.averaging_weight(k, alpha, lr_max, ws, cw, r, 2.0)
+            assert all(same(a, b) for a, b in zip(got, want)), (k, alpha, lr_max, ws, cw, r)
+    for F, inner, floor, kappa in itertools.product(
+        (-1.0, 0.0, 0.7, 3.0), (-0.5, 0.0, 0.4), (0.0, 0.5), (None, 0.0, 1.0)
+    ):
+        assert same(T.polyak_numerator(t(F), t(inner), floor, kappa), P.polyak_numerator(F, inner, floor, kappa))
+    for num, den, ref, bound in itertools.product(
+        (0.0, 0.2, 5.0), (1e-3, 1.0), (0.0, 0.1, 2.0), (None, 0.0, 0.05, 1.0)
+    ):
+        assert same(
+            T.growth_bounded_numerator(t(num), t(den), t(ref), bound), P.growth_bounded_numerator(num, den, ref, bound)
+        )
+        assert same(
+            T.ratio_bounded_numerator(t(num), t(den), t(ref), bound), P.ratio_bounded_numerator(num, den, ref, bound)
+        )
+    for alpha, wd, bounded in itertools.product((0.0, 0.01, 2.0), (0.0, 10.0), (False, True)):
+        assert same(T.bounded_decay_rate(t(alpha), wd, bounded), P.bounded_decay_rate(alpha, wd, bounded))
