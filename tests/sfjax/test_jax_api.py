@@ -16,7 +16,7 @@ from cases import ERROR_CASES, ErrorCase
 import sfplus
 
 #: Arguments of the PyTorch class that have no JAX counterpart (docs/jax.md says why).
-TORCH_ONLY = {"self", "params", "foreach", "fused", "process_group"}
+TORCH_ONLY = {"self", "params", "foreach", "fused", "capturable", "process_group"}
 #: Arguments only the JAX version has.
 JAX_ONLY = {"weight_decay_mask"}
 SRC = str(Path(sfplus.__file__).resolve().parent.parent)
