@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sfplus_lab.bench.analysis import crossing_tokens
 from sfplus_lab.bench.config import SFPLUS_CONFIGS, BenchConfig
+from sfplus_lab.bench.meta import run_meta
 from sfplus_lab.bench.runner import Job, run_job
 
 
@@ -81,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                 job = Job(size=size, method=config, lr=None, k=None, seed=seed, kind="anytime", budgets=budgets,
                           horizon_tpp=horizon, phase="sfplus")  # fmt: skip
                 jobs.append((job, cfg, out / "runs" / f"{job.id}.json"))
+    meta = run_meta("cpu")  # the commit and versions this invocation trains with (cached runs keep theirs)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         records = list(pool.map(_run, jobs))
-    report: dict = {"source": args.results, "configs": args.configs, "seeds": args.seeds, "sizes": {}}
+    report: dict = {"source": args.results, "configs": args.configs, "seeds": args.seeds, "meta": meta, "sizes": {}}
     lines = []
     for size in sizes:
         block = doc["sizes"][size]
