@@ -97,6 +97,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         max_step_growth: float | None = DEFAULT,
         max_step_ratio: float | None = DEFAULT,
         bounded_decay: bool = DEFAULT,
+        decay_1d: bool = DEFAULT,
         preset: str = "robust",
         nonfinite: str = "skip",
         foreach: bool | None = None,
@@ -126,6 +127,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
                 max_step_growth=max_step_growth,
                 max_step_ratio=max_step_ratio,
                 bounded_decay=bounded_decay,
+                decay_1d=decay_1d,
             ),
         )
         if isinstance(hyper["betas"], list):
@@ -208,6 +210,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             # Saved by version 0.1.0, which had no safeguards: keep the update it was running.
             group.setdefault("max_inner", None)
             group.setdefault("max_step_growth", None)
+            group.setdefault("decay_1d", True)
             group.setdefault("max_step_ratio", None)
             group.setdefault("bounded_decay", False)
             self._backfill(group, template=self.param_groups[0])

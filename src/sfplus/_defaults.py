@@ -54,6 +54,7 @@ _PAPER: dict[str, Any] = dict(
     max_step_growth=None,
     max_step_ratio=None,
     bounded_decay=False,
+    decay_1d=True,
 )
 
 #: The library's defaults: one configuration for every model size and run length (nothing in it is a
@@ -71,6 +72,7 @@ _ROBUST: dict[str, Any] = dict(
     max_step_growth=0.05,
     max_step_ratio=1.0,
     bounded_decay=True,
+    decay_1d=False,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {"robust": _ROBUST, "paper": _PAPER}

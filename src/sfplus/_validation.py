@@ -91,6 +91,8 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
             value = _real(name, group[name])
             if not 0.0 <= value < math.inf:
                 raise ValueError(f"Invalid {name} value: {value} (expected None or finite >= 0)")
+    if not isinstance(group["decay_1d"], bool):
+        raise TypeError(f"Invalid decay_1d value: {group['decay_1d']!r} (expected True or False)")
     if not isinstance(group["bounded_decay"], bool):
         raise TypeError(f"Invalid bounded_decay value: {group['bounded_decay']!r} (expected True or False)")
     if warn and 0.0 < lr < 0.05:

@@ -198,6 +198,7 @@ def schedule_free_plus(
     max_step_growth: float | None = DEFAULT,
     max_step_ratio: float | None = DEFAULT,
     bounded_decay: bool = DEFAULT,
+    decay_1d: bool = DEFAULT,
     preset: str = "robust",
     nonfinite: str = "skip",
     weight_decay_mask: Any = None,
@@ -250,6 +251,7 @@ def schedule_free_plus(
             max_step_growth=max_step_growth,
             max_step_ratio=max_step_ratio,
             bounded_decay=bounded_decay,
+            decay_1d=decay_1d,
         ),
     )
     if isinstance(hyper["betas"], list):
@@ -354,6 +356,8 @@ def schedule_free_plus(
             y_znew=1.0 - a * beta_prev,
         )
         masks = _mask_leaves(weight_decay_mask, params, treedef, len(G))
+        if not h["decay_1d"]:  # the robust default: no AdamC decay on 1-D leaves (norm gains, biases)
+            masks = [mask and jnp.ndim(y) >= 2 for mask, y in zip(masks, Y)]
 
         def take_step(_: Any) -> tuple[list, list, list, list]:
             out = ([], [], [], [])

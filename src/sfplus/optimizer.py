@@ -162,16 +162,37 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         return torch.dot(dots, weights) / group["y_beta"], torch.dot(l1s, weights)
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
+        if group["decay_1d"] or group["weight_decay"] == 0.0 or all(p.ndim >= 2 for p in params):
+            self._update_tensors(
+                group, params, s, s["weight_decay"], with_idle=True, has_decay=group["weight_decay"] != 0.0
+            )
+            return
+        # decay_1d=False (the robust default): AdamC decay on matrices and embeddings, none on 1-D tensors
+        # (norm gains, biases), as the usual two parameter groups would do.
+        matrices = [p for p in params if p.ndim >= 2]
+        self._update_tensors(group, matrices, s, s["weight_decay"], with_idle=True, has_decay=True)
+        self._update_tensors(group, [p for p in params if p.ndim < 2], s, 0.0, with_idle=False, has_decay=False)
+
+    def _update_tensors(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        s: dict[str, Any],
+        weight_decay: Any,
+        *,
+        with_idle: bool,
+        has_decay: bool,
+    ) -> None:
         beta1, beta2 = group["betas"]
-        if len(params) == len(group["params"]):
+        if not with_idle or len(params) == len(group["params"]):
             idle = []  # every parameter has a gradient (the usual case): no set to build
         else:
-            with_grad = set(params)
+            with_grad = set(p for p in group["params"] if p.grad is not None)
             idle = [p for p in self._params_with_state(group) if p not in with_grad]
         beta_prev = group["y_beta"]
         coef = update_coefficients(
             k=s["k"], alpha=s["alpha"], beta=s["beta"], beta_prev=beta_prev, c=s["c"], beta1=beta1, beta2=beta2,
-            eps=group["eps"], weight_decay=s["weight_decay"], ok=s["ok"],
+            eps=group["eps"], weight_decay=weight_decay, ok=s["ok"],
         )  # fmt: skip
         idle_weight = None
         if idle and group["sf_beta1_anneal_steps"] > 0:  # β̃ may change: rebuild y (weight 0 on a skip)
@@ -188,7 +209,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             idle_params=[D.local(p) for p in idle],
             coef=coef,
             ok=s["gate"],
-            has_decay=group["weight_decay"] != 0.0,
+            has_decay=has_decay,
             idle_weight=idle_weight,
             beta1=beta1,
             beta2=beta2,

@@ -78,9 +78,10 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
         eps, lam = group["eps"], float(s["weight_decay"])  # λ, or its bounded form (bounded_decay)
         for p in params:
             state = self.state[p]
+            lam_p = lam if (p.ndim >= 2 or group["decay_1d"]) else 0.0  # decay_1d=False: no decay on 1-D tensors
             g = D.local(p.grad).to(self._state_dtype(p))
             x, y, z, m, v = (D.local(state[key]) for key in ("x", "y", "z", "m", "v"))
-            z.sub_(alpha**2 * lam * y)  # (5) AdamC decay, at y
+            z.sub_(alpha**2 * lam_p * y)  # (5) AdamC decay, at y
             m.mul_(beta1).add_((1 - beta1) * g)  # (6) m_k
             v.mul_(beta2).add_((1 - beta2) * g * g)  # (6) v_k
             m_hat = m / (1 - beta1**k)  # (6) m̂_k

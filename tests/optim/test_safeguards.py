@@ -180,3 +180,54 @@ def test_an_lr_that_looks_like_a_learning_rate_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sfplus.ScheduleFreePlus([torch.nn.Parameter(torch.zeros(2))], lr=0.3)
+
+
+# ----------------------------------------------------------------------------- decay_1d
+def _model_groups(seed, split):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1)).double()
+    params = list(model.parameters())
+    if not split:
+        return model, params
+    return model, [{"params": [p for p in params if p.ndim >= 2]}, {"params": [p for p in params if p.ndim < 2],
+                                                                     "weight_decay": 0.0}]  # fmt: skip
+
+
+@pytest.mark.parametrize("cls_name", ["ScheduleFreePlus", "ScheduleFreePlusReference"])
+def test_decay_1d_false_is_the_usual_two_groups(cls_name):
+    """The default (decay_1d=False) decays matrices and leaves 1-D tensors alone: the same run as two
+    explicit groups (1-D with weight_decay 0) with decay_1d=True."""
+    cls = getattr(sfplus, cls_name)
+    gen = torch.Generator().manual_seed(0)
+    inputs, targets = torch.randn(32, 4, generator=gen, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)
+    finals = []
+    for split, decay_1d in ((False, False), (True, True)):
+        model, params = _model_groups(0, split)
+        opt = cls(params, decay_1d=decay_1d, warmup_steps=3, c_warmup=2, sf_beta1_anneal_steps=5)
+        for _ in range(12):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(inputs), targets)
+            loss.backward()
+            opt.step(loss=loss)
+        opt.eval()
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(finals[0], finals[1], rtol=1e-12, atol=1e-14)
+
+
+def test_decay_1d_fast_equals_reference():
+    gen = torch.Generator().manual_seed(1)
+    inputs, targets = torch.randn(32, 4, generator=gen, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)
+    finals = []
+    for cls in (sfplus.ScheduleFreePlus, sfplus.ScheduleFreePlusReference):
+        model, params = _model_groups(1, False)
+        opt = cls(params, warmup_steps=2, c_warmup=2, sf_beta1_anneal_steps=4)
+        for _ in range(10):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(inputs), targets)
+            loss.backward()
+            opt.step(loss=loss)
+        opt.eval()
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(finals[0], finals[1], rtol=1e-10, atol=1e-12)
+    with pytest.raises(TypeError, match="Invalid decay_1d value"):
+        sfplus.ScheduleFreePlus(params, decay_1d="no")
