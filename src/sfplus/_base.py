@@ -25,7 +25,7 @@ import torch
 
 from . import _distributed as D
 from . import _schedule as S
-from ._defaults import DEFAULT, resolve
+from ._defaults import DEFAULT, HYPERPARAMETERS, resolve
 from ._stats import LazyStats, _host_stats, _step_stats
 from ._step_size import annealed_beta
 from ._validation import validate_hyperparameters, validate_options
@@ -106,30 +106,8 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         process_group: Any = None,
     ) -> None:
         validate_options(nonfinite, foreach, fused, capturable)
-        hyper = resolve(
-            preset,
-            dict(
-                lr=lr,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                warmup_steps=warmup_steps,
-                sf_beta1=sf_beta1,
-                sf_beta1_max=sf_beta1_max,
-                sf_beta1_anneal_steps=sf_beta1_anneal_steps,
-                polyak_beta=polyak_beta,
-                c_warmup=c_warmup,
-                r=r,
-                weight_lr_power=weight_lr_power,
-                loss_floor=loss_floor,
-                max_step=max_step,
-                max_inner=max_inner,
-                max_step_growth=max_step_growth,
-                max_step_ratio=max_step_ratio,
-                bounded_decay=bounded_decay,
-                decay_1d=decay_1d,
-            ),
-        )
+        given = locals()
+        hyper = resolve(preset, {name: given[name] for name in HYPERPARAMETERS})
         if isinstance(hyper["betas"], list):
             hyper["betas"] = tuple(hyper["betas"])
         defaults = dict(hyper, nonfinite=nonfinite, foreach=foreach, fused=fused, capturable=capturable)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULT", "PRESETS", "PAPER", "resolve"]
+__all__ = ["DEFAULT", "HYPERPARAMETERS", "PRESETS", "PAPER", "resolve"]
 
 
 class _Default:
@@ -76,6 +76,9 @@ _ROBUST: dict[str, Any] = dict(
 )
 
 PRESETS: dict[str, dict[str, Any]] = {"robust": _ROBUST, "paper": _PAPER}
+
+#: The constructor arguments a preset supplies, in signature order.
+HYPERPARAMETERS: tuple[str, ...] = tuple(_PAPER)
 
 #: The constructor arguments that give the paper's exact update: ``ScheduleFreePlus(params, **PAPER)``.
 PAPER: dict[str, Any] = {"preset": "paper"}

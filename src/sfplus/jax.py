@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._defaults import DEFAULT, resolve
+from ._defaults import DEFAULT, HYPERPARAMETERS, resolve
 from ._step_size import SQRT_HALF_PI, TINY
 from ._validation import validate_hyperparameters, validate_options
 
@@ -230,30 +230,8 @@ def schedule_free_plus(
             f"Invalid nonfinite value: {nonfinite!r} for JAX (only 'skip': a jitted update cannot raise; "
             "watch state.num_skipped or state.stats.status instead)"
         )
-    hyper = resolve(
-        preset,
-        dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            sf_beta1=sf_beta1,
-            sf_beta1_max=sf_beta1_max,
-            sf_beta1_anneal_steps=sf_beta1_anneal_steps,
-            polyak_beta=polyak_beta,
-            c_warmup=c_warmup,
-            r=r,
-            weight_lr_power=weight_lr_power,
-            loss_floor=loss_floor,
-            max_step=max_step,
-            max_inner=max_inner,
-            max_step_growth=max_step_growth,
-            max_step_ratio=max_step_ratio,
-            bounded_decay=bounded_decay,
-            decay_1d=decay_1d,
-        ),
-    )
+    given = locals()
+    hyper = resolve(preset, {name: given[name] for name in HYPERPARAMETERS})
     if isinstance(hyper["betas"], list):
         hyper["betas"] = tuple(hyper["betas"])
     schedule = hyper["lr"] if callable(hyper["lr"]) else None
