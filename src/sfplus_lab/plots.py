@@ -95,7 +95,7 @@ def _loss_figure(plt: Any, rows: list[dict[str, Any]], title: str) -> Any:
             zoom.set_ylim(*limits)
     zoom.set_title("second half, zoomed", fontsize=9)
     fig.suptitle(title)
-    if train or evals:
+    if ax.get_legend_handles_labels()[0]:  # nothing labelled yet (e.g. before the first evaluation): no legend
         ax.legend(fontsize=8)
     return fig
 
