@@ -45,11 +45,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
 ADAMW_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
-def _groups(problem: Any, weight_decay: float | None) -> Any:
+def _groups(problem: Any, weight_decay: float | None, preset: str) -> Any:
     """The lab's grouping (no decay on gains and biases) for the lab's GPT; model.parameters() otherwise,
     as a user changing one line would write it."""
     if isinstance(problem, LabGPT):
-        wd = sfplus.PRESETS["robust"]["weight_decay"] if weight_decay is None else weight_decay
+        wd = sfplus.PRESETS[preset]["weight_decay"] if weight_decay is None else weight_decay
         return param_groups(problem.model, wd)
     return problem.model.parameters()
 
@@ -65,7 +65,7 @@ def run_one(name: str, seed: int, method: str, kwargs: dict[str, Any], lr: float
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=problem.steps)
     else:
         wd = kwargs.get("weight_decay")
-        opt = sfplus.ScheduleFreePlus(_groups(problem, wd), **kwargs)
+        opt = sfplus.ScheduleFreePlus(_groups(problem, wd, kwargs.get("preset", "robust")), **kwargs)
         sched = None
     alpha_max, error = 0.0, None
     for k in range(problem.steps):
