@@ -25,7 +25,7 @@ import torch
 
 from . import _distributed as D
 from . import _schedule as S
-from ._defaults import DEFAULT, HYPERPARAMETERS, resolve
+from ._defaults import DEFAULT, HYPERPARAMETERS, PRESETS, resolve
 from ._stats import LazyStats, _host_stats, _step_stats
 from ._step_size import annealed_beta
 from ._validation import validate_hyperparameters, validate_options
@@ -182,15 +182,10 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
             group.setdefault("capturable", False)
-            group.setdefault("max_step", None)
-            group.setdefault("loss_floor", 0.0)
-            group.setdefault("warmup_steps", 0)
-            # Saved by version 0.1.0, which had no safeguards: keep the update it was running.
-            group.setdefault("max_inner", None)
-            group.setdefault("max_step_growth", None)
-            group.setdefault("decay_1d", True)
-            group.setdefault("max_step_ratio", None)
-            group.setdefault("bounded_decay", False)
+            # A hyperparameter an older state dict lacks takes the paper preset's value: version 0.1.0 (and
+            # before it) ran the paper's update, with no safeguards.
+            for name, value in PRESETS["paper"].items():
+                group.setdefault(name, value)
             self._backfill(group, template=self.param_groups[0])
 
     def _global(self, key: str) -> Any:
@@ -319,17 +314,18 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             c, lr_max, weight_sum = S.averaging_weight(
                 k, alpha, group["lr_max"], group["weight_sum"], group["c_warmup"], group["r"], group["weight_lr_power"]
             )
+            lr_max = torch.where(ok, lr_max, group["lr_max"])
             self._init_state(params)
             decay = S.bounded_decay_rate(alpha, group["weight_decay"], group["bounded_decay"])
             self._update_group(group, params, k=k, alpha=alpha, beta=beta, c=c, weight_decay=decay, ok=ok, gate=gate)
             y_beta = torch.where(ok, beta, group["y_beta"])
-            self._commit(group, "lr_max", torch.where(ok, lr_max, group["lr_max"]))
+            self._commit(group, "lr_max", lr_max)
             self._commit(group, "weight_sum", torch.where(ok, weight_sum, group["weight_sum"]))
             self._commit(group, "y_beta", y_beta)
             alphas.append(alpha)
             cs.append(c)
             y_betas.append(y_beta)
-            lr_maxes.append(torch.where(ok, lr_max, group["lr_max"]) if not lr_maxes else None)
+            lr_maxes.append(lr_max)
         p = numerator / denominator
         positive = ok & (numerator > 0.0)
         p_ref, p_first = self._global("p_ref"), self._global("p_first")

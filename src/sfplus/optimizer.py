@@ -79,6 +79,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         max_step_growth: ρ, safeguard: the Polyak factor grows at most (1 + ρ)x per step (robust 0.05).
         max_step_ratio: R, safeguard: the Polyak factor never exceeds R times its first value (robust 1).
         bounded_decay: safeguard: AdamC decay α²λ/(1 + α²λ), never more than all of y (robust True).
+        decay_1d: whether the AdamC decay also applies to 1-D tensors, norm gains and biases (robust False:
+            ``model.parameters()`` decays what the usual two param groups would; paper True).
         preset: ``"robust"`` (default) or ``"paper"``: where unset hyperparameters come from.
         nonfinite: what a NaN/inf loss or gradient does: ``"skip"`` (default: nothing changes, a
             counter and a warning) or ``"raise"`` (FloatingPointError naming the step).

@@ -48,6 +48,8 @@ __all__ = [
 #: is what ``_build_sfplus`` passes for it.
 OFF = "off"
 _SAFEGUARDS = ("max_inner", "max_step_growth", "max_step_ratio")
+#: sfplus fields whose None means "the preset's value" (c_warmup's None means 2 x warmup_steps instead).
+PRESET_FIELDS = ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", *_SAFEGUARDS, "bounded_decay")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -162,9 +164,7 @@ class OptimConfig:
         from sfplus import PRESETS
 
         table = PRESETS[self.preset]
-        fields = ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", "max_inner", "max_step_growth",
-                  "max_step_ratio", "bounded_decay")  # fmt: skip
-        values = {f: table[f] if getattr(self, f) is None else getattr(self, f) for f in fields}
+        values = {f: table[f] if getattr(self, f) is None else getattr(self, f) for f in PRESET_FIELDS}
         values["c_warmup"] = 2 * self.warmup_steps if self.c_warmup is None else self.c_warmup
         return replace(self, **values)
 

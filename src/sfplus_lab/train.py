@@ -19,7 +19,7 @@ from .atomic import write_atomic
 from .config import RunConfig
 from .errors import UserError
 from .model import PRESETS
-from .optim_factory import METHODS, OFF
+from .optim_factory import METHODS, OFF, PRESET_FIELDS
 from .recipes import RECIPES, get_recipe
 
 #: flag -> (config section, field, parser kind, help)
@@ -119,8 +119,7 @@ def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
     if "preset" in changes["optim"]:
         # A preset on the command line means "these defaults": drop the recipe's own ScheduleFree+ values
         # (the quickstart's LAB_V1) unless a flag set them too.
-        for name in ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", "c_warmup", "max_inner",
-                     "max_step_growth", "max_step_ratio", "bounded_decay"):  # fmt: skip
+        for name in (*PRESET_FIELDS, "c_warmup"):
             changes["optim"].setdefault(name, None)
     if "tokens" in changes["train"]:
         changes["train"].setdefault("tokens_per_param", None)
