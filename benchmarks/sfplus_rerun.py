@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         head = ["tokens/param"] + [f"{c} (rerun)" for c in args.configs] + [f"{old.get(m, m)} (file)" for m in methods]
         lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         size_report: dict = {"finals": {}, "time_to_target": {}}
+        by_config = {c: [r for (j, _, _), r in zip(jobs, records) if j.size == size and j.method == c]
+                     for c in args.configs}  # fmt: skip
         for b in budgets:
             row = [f"{b:g}"]
             for config in args.configs:
-                recs = [r for (j, _, _), r in zip(jobs, records) if j.size == size and j.method == config]
+                recs = by_config[config]
                 finals = [r["finals"][f"{b:g}"]["pooled"] for r in recs]
                 size_report["finals"][f"{config}@{b:g}"] = finals
                 row.append(_fmt(finals))
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             b, target = t["budget"], t["target_loss"]
             row = [f"{b:g}", f"{t['baseline']} {target:.3f}"]
             for config in args.configs:
-                recs = [r for (j, _, _), r in zip(jobs, records) if j.size == size and j.method == config]
+                recs = by_config[config]
                 fr = []
                 for r in recs:
                     tok = crossing_tokens(r["curve"], target)

@@ -193,6 +193,17 @@ def _model_groups(seed, split):
                                                                      "weight_decay": 0.0}]  # fmt: skip
 
 
+def _train_and_flatten(cls, model, params, inputs, targets, steps, **kwargs):
+    opt = cls(params, **kwargs)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()
+        opt.step(loss=loss)
+    opt.eval()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
 @pytest.mark.parametrize("cls_name", ["ScheduleFreePlus", "ScheduleFreePlusReference"])
 def test_decay_1d_false_is_the_usual_two_groups(cls_name):
     """The default (decay_1d=False) decays matrices and leaves 1-D tensors alone: the same run as two
@@ -203,14 +214,8 @@ def test_decay_1d_false_is_the_usual_two_groups(cls_name):
     finals = []
     for split, decay_1d in ((False, False), (True, True)):
         model, params = _model_groups(0, split)
-        opt = cls(params, decay_1d=decay_1d, warmup_steps=3, c_warmup=2, sf_beta1_anneal_steps=5)
-        for _ in range(12):
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(inputs), targets)
-            loss.backward()
-            opt.step(loss=loss)
-        opt.eval()
-        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        finals.append(_train_and_flatten(cls, model, params, inputs, targets, 12, decay_1d=decay_1d, warmup_steps=3,
+                                         c_warmup=2, sf_beta1_anneal_steps=5))  # fmt: skip
     assert torch.allclose(finals[0], finals[1], rtol=1e-12, atol=1e-14)
 
 
@@ -220,14 +225,8 @@ def test_decay_1d_fast_equals_reference():
     finals = []
     for cls in (sfplus.ScheduleFreePlus, sfplus.ScheduleFreePlusReference):
         model, params = _model_groups(1, False)
-        opt = cls(params, warmup_steps=2, c_warmup=2, sf_beta1_anneal_steps=4)
-        for _ in range(10):
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(inputs), targets)
-            loss.backward()
-            opt.step(loss=loss)
-        opt.eval()
-        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        finals.append(_train_and_flatten(cls, model, params, inputs, targets, 10, warmup_steps=2, c_warmup=2,
+                                         sf_beta1_anneal_steps=4))  # fmt: skip
     assert torch.allclose(finals[0], finals[1], rtol=1e-10, atol=1e-12)
     with pytest.raises(TypeError, match="Invalid decay_1d value"):
         sfplus.ScheduleFreePlus(params, decay_1d="no")
