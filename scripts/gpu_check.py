@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The one-command GPU check (issue 11, item 5): tests, step cost, host syncs and a short training run.
+"""The one-command GPU check: tests, step cost, host syncs and a short training run.
 
 On the GPU machine (no package registry needed; nothing is downloaded)::
 
@@ -910,7 +910,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="The one-command GPU check (issue 11): tests, step cost, host syncs, "
+    p = argparse.ArgumentParser(description="The one-command GPU check: tests, step cost, host syncs, "
                                             "a short training run. Writes DIR/gpu_check.json and DIR/gpu_check.md.")
     p.add_argument("--out", type=Path, help="folder for gpu_check.json, gpu_check.md and gpu_check.log")
     p.add_argument("--tiny", action="store_true", help="the CPU form: tiny shapes, a few steps (what CI runs)")

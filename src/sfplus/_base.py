@@ -1,6 +1,6 @@
 """What both ScheduleFree+ classes share: validation, the loss input, the global scalars, modes, state_dict.
 
-A step is split the way the method is (STYLE.md, practice 5):
+A step is split the way the method is (docs/algorithm.md, "One step"):
 
 (a) ``_gather_statistics``: F, I and L, each a global scalar, reduced in float64 in one collective;
 (b) ``_step_sizes``: the Polyak step α per group, a pure function of those scalars (``_step_size.py``);

@@ -1,7 +1,7 @@
 """Pure scalar functions of ScheduleFree+: the math that makes it learning-rate-free.
 
 Every function here takes and returns Python floats, so each can be unit-tested in float64 against
-hand-computed sequences. Equation numbers refer to ``docs/algorithm.md`` (ALGORITHM.md in the spec).
+hand-computed sequences. Equation numbers refer to ``docs/algorithm.md`` ("One step").
 """
 
 from __future__ import annotations

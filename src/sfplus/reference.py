@@ -1,7 +1,7 @@
 r"""ScheduleFree+ written the slow, obvious way: the ground truth every fast path is tested against.
 
 It keeps the three sequences x, y and z (and Adam's m and v) explicitly, five buffers per parameter,
-and applies ALGORITHM.md one equation per line, in order, with the paper's symbols as names.
+and applies docs/algorithm.md ("One step") one equation per line, in order, with the paper's symbols as names.
 """
 
 from __future__ import annotations

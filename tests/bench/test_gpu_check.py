@@ -1,4 +1,4 @@
-"""scripts/gpu_check.py (issue 11, item 5): its CPU form runs every part and writes the documented JSON.
+"""scripts/gpu_check.py: its CPU form runs every part and writes the documented JSON.
 
 The CUDA form cannot run here; what can be checked without a GPU is checked: the tiny form end to end in
 a subprocess (as CI and a user run it), and the CUDA host-sync logic against a fake sync-debug mode.

@@ -1,4 +1,5 @@
-"""No host synchronisation in a fast-path step, and ``capturable=True`` (issue 11, items 1 and 2).
+"""No host synchronisation in a fast-path step, and ``capturable=True``
+(docs/algorithm.md, "Host synchronisation and capture").
 
 A step of the foreach or the compiled (fused) path with a tensor loss must never read a device value
 back to the host: every scalar (β̃, α with its safeguards, c, the skip decision) is a 0-D tensor. On
