@@ -208,7 +208,14 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
 
     @torch.no_grad()
     def train(self) -> None:
-        """Put y into the parameters (for training). Idempotent."""
+        """Put y into the parameters (for training). Idempotent.
+
+        Exact: every parameter element that still holds the x that :meth:`eval` wrote gets back the y it
+        held before, bit for bit (eval() keeps y aside). An element changed in eval mode (weights loaded
+        into the model, an edit) is taken as the new x, and its y is rebuilt from it and z,
+        y = β̃·x + (1 − β̃)·z; so is every element of a state dict saved in eval mode by version 0.1.0,
+        which kept no y. docs/algorithm.md, "Train and eval modes".
+        """
         if not self.train_mode:
             for group in self.param_groups:
                 self._to_train(group)
@@ -216,15 +223,37 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
 
     @torch.no_grad()
     def eval(self) -> None:
-        """Put the average x into the parameters (for evaluation, checkpointing, shipping). Idempotent."""
+        """Put the average x into the parameters (for evaluation, checkpointing, shipping). Idempotent.
+
+        The training-mode values y are kept aside until :meth:`train` puts them back, bit for bit: in the
+        fast class that is one parameter-sized copy per full-precision parameter (state ``"y"``) while in
+        eval mode; bf16/fp16 parameters have their fp32 master y already, the reference class its
+        explicit y. A ``state_dict()`` taken in eval mode carries it, so loading it (with the model's x)
+        and calling ``train()`` gives the same y too.
+        """
         if self.train_mode:
             for group in self.param_groups:
                 self._to_eval(group)
             self._set_global("train_mode", False)
 
+    def y_values(self) -> dict[torch.Tensor, torch.Tensor]:
+        """Each parameter's training-mode value y, in either mode, keyed by the parameter; no copies.
+
+        In train mode y is the parameter itself (its fp32 master for a bf16/fp16 parameter of the fast
+        class; the reference class's stored y); in eval mode it is the y that :meth:`eval` kept aside (a
+        parameter the optimizer has no state for yet has x = y: the parameter itself). The tensors are
+        the optimizer's own: they change with the next ``step()``, ``train()`` or ``load_state_dict()``;
+        clone what you keep. (For a DTensor parameter they are DTensors laid out like it.)
+        """
+        return {p: self._y_value(p) for group in self.param_groups for p in group["params"]}
+
+    def _y_value(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state.get(p)
+        return state["y"] if state and "y" in state else p
+
     @contextlib.contextmanager
     def eval_params(self) -> Iterator[None]:
-        """Hold x in the parameters inside the block, then restore the previous mode."""
+        """Hold x in the parameters inside the block, then restore the previous mode (and y, bit for bit)."""
         was_training = self.train_mode
         self.eval()
         try:
@@ -282,10 +311,12 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         ``torch.where`` that keeps the old values, not a Python branch (docs/algorithm.md, "Host
         synchronisation and capture"). ``nonfinite="raise"`` reads the finiteness back (one sync).
         """
-        if not self.train_mode:
-            raise RuntimeError(_EVAL_MODE.format(name=type(self).__name__))
+        # (In eval mode too: torch.distributed.checkpoint prepares the optimizer that loads an eval-mode
+        # checkpoint this way; see _allocate_state_for_checkpoint.)
         if closure is None and loss is None and self._allocate_state_for_checkpoint():
             return None
+        if not self.train_mode:
+            raise RuntimeError(_EVAL_MODE.format(name=type(self).__name__))
         loss_local, ret = self._take_loss(closure, loss)
         active = self._active_params()
         if not any(active):
@@ -405,6 +436,10 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             return False
         for params in active:
             self._init_state(params)
+            if not self.train_mode:
+                # An optimizer put in eval mode before loading an eval-mode checkpoint: its state then has the
+                # structure of that checkpoint (the y kept aside), so DCP loads it and train() is exact.
+                self._init_eval_state(params)
         # The run-state scalars take their stepped form (0-D tensors) too, so that the state dict of this
         # optimizer has the structure of a checkpoint saved after training steps (DCP loads into it).
         self._scalars_to(D.local(next(p.grad for params in active for p in params)).device)
@@ -498,6 +533,9 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **scalars: Any) -> None:
         raise NotImplementedError
 
+    def _init_eval_state(self, params: list[torch.Tensor]) -> None:
+        """The state eval() adds to freshly allocated state (the y kept aside); none by default."""
+
     def _to_eval(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -541,13 +579,15 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             if pid not in id_to_param:
                 raise ValueError(f"loaded state dict has state for parameter id {pid!r}, which no group lists")
             gi, i, p = id_to_param[pid]
-            unexpected = sorted(set(param_state) - set(self._required_state_keys(p)))
+            train_mode = bool(saved_groups[gi].get("train_mode", True))
+            unexpected = sorted(set(param_state) - set(self._allowed_state_keys(p, train_mode)))
             if param_state and unexpected:
                 # e.g. a ScheduleFreePlusReference state dict (x, y) loaded into ScheduleFreePlus: a 'y' there
                 # would be taken for an fp32 master copy and silently double the memory.
+                expected = list(self._allowed_state_keys(p, train_mode))
                 raise ValueError(
                     f"state for param {i} in group {gi} has unexpected keys {unexpected} for "
-                    f"{type(self).__name__} with a {p.dtype} parameter (expected {list(self._required_state_keys(p))})"
+                    f"{type(self).__name__} with a {p.dtype} parameter (expected {expected})"
                 )
             for key in self._tensor_state_keys:
                 value = param_state.get(key)
@@ -571,3 +611,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
 
     def _required_state_keys(self, p: torch.Tensor) -> tuple[str, ...]:
         return self._tensor_state_keys
+
+    def _allowed_state_keys(self, p: torch.Tensor, train_mode: bool) -> tuple[str, ...]:
+        """The keys a state dict may hold for ``p`` (in eval mode, also the y that eval() keeps aside)."""
+        return self._required_state_keys(p)

@@ -29,6 +29,7 @@ __all__ = [
     "FUSED_MIN_NUMEL",
     "eval_from_train",
     "resolve_path",
+    "same_bits",
     "schedulefree_plus_update",
     "tensor_statistics",
     "train_from_eval",
@@ -330,16 +331,35 @@ def _stats_eager(Y, Z, G):
 
 
 def eval_from_train(p: torch.Tensor, y: torch.Tensor, z: torch.Tensor, beta: float) -> None:
-    """Write x = (y - (1-β)z)/β = lerp(y, z, 1 - 1/β) into ``p`` (``y`` is ``p`` or its fp32 master)."""
-    if y is p:
-        p.lerp_(z, 1.0 - 1.0 / beta)
-    else:
-        p.copy_(torch.lerp(y, z, 1.0 - 1.0 / beta))
+    """Write x = (y - (1-β)z)/β = lerp(y, z, 1 - 1/β) into ``p``.
+
+    ``y`` is a full-precision copy of y, not ``p`` itself (the copy eval() keeps aside, or the fp32 master):
+    :func:`train_from_eval` recomputes this x from it to tell which elements of ``p`` were left alone.
+    """
+    p.copy_(torch.lerp(y, z, 1.0 - 1.0 / beta))
 
 
 def train_from_eval(p: torch.Tensor, y: torch.Tensor, z: torch.Tensor, beta: float) -> None:
-    """Write y = βx + (1-β)z = lerp(x, z, 1 - β) back into ``p`` (exact copy from an fp32 master)."""
+    """Write y back into ``p``: exactly the kept ``y`` wherever ``p`` still holds the x that
+    :func:`eval_from_train` wrote from it, else y = βx + (1-β)z = lerp(x, z, 1 - β) from the new x.
+
+    ``y`` is ``p`` itself when no y was kept (a state dict saved in eval mode by version 0.1.0): then y is
+    rebuilt everywhere, up to rounding. For an fp32 master ``y`` of a low-precision ``p`` the master is
+    updated too (rebuilt where ``p`` changed). Elementwise, no host synchronisation.
+    """
     if y is p:
         p.lerp_(z, 1.0 - beta)
-    else:
-        p.copy_(y)
+        return
+    x_then = torch.lerp(y, z, 1.0 - 1.0 / beta).to(p.dtype)  # what eval_from_train wrote (same kernel)
+    kept = same_bits(p, x_then)
+    del x_then
+    y_new = torch.where(kept, y, torch.lerp(p.to(y.dtype), z, 1.0 - beta))
+    if y.dtype != p.dtype:  # the fp32 master: it follows a changed x too
+        y.copy_(y_new)
+    p.copy_(y_new)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise bitwise equality of two tensors of one floating dtype (NaN equals itself, -0 is not +0)."""
+    as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    return a.view(as_int) == b.view(as_int)

@@ -101,12 +101,13 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
     sync either but launches a kernel per tensor. docs/algorithm.md, "Host synchronisation and capture".
 
     State:
-        per parameter: ``z`` (base iterate), ``m``, ``v`` (Adam moments), all in the parameter's
-        dtype, or fp32 with an fp32 master copy ``y`` for bf16/fp16 parameters (averaging in low
-        precision stalls). Per group: ``k`` (steps taken), ``e`` (the raw L1 EMA, never its
-        bias-corrected copy), ``num_skipped``, ``train_mode``, ``y_beta`` (the β̃ that built y, for an
-        exact y ↔ x conversion), ``lr_max`` (γmax) and ``weight_sum`` (W); from the first step on, all
-        but ``train_mode`` are 0-D tensors on the parameters' device (int64 ``k``, ``num_skipped``).
+        per parameter: ``z`` (base iterate), ``m``, ``v`` (Adam moments), all in the parameter's dtype, or fp32
+        with an fp32 master copy ``y`` for bf16/fp16 parameters (averaging in low precision stalls); in eval
+        mode also ``y`` for a full-precision parameter (the y that ``eval()`` keeps aside so that ``train()`` is
+        exact; dropped by ``train()``). Per group: ``k`` (steps taken), ``e`` (the raw L1 EMA, never its bias-
+        corrected copy), ``num_skipped``, ``train_mode``, ``y_beta`` (the β̃ that built y, for an exact y ↔ x
+        conversion), ``lr_max`` (γmax) and ``weight_sum`` (W); from the first step on, all but ``train_mode``
+        are 0-D tensors on the parameters' device (int64 ``k``, ``num_skipped``).
 
     Each step's scalars (k, α, β̃, c, F, I, ‖g‖₁, skipped, ...) are in ``optimizer.stats``, a mapping
     that reads them back to the host (one transfer) when first read. The warnings of a skipped
@@ -122,6 +123,9 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
 
     def _required_state_keys(self, p: torch.Tensor) -> tuple[str, ...]:
         return ("z", "m", "v", "y") if self._needs_master(p) else ("z", "m", "v")
+
+    def _allowed_state_keys(self, p: torch.Tensor, train_mode: bool) -> tuple[str, ...]:
+        return ("z", "m", "v") if train_mode and not self._needs_master(p) else ("z", "m", "v", "y")
 
     def _needs_master(self, p: torch.Tensor) -> bool:
         return self._state_dtype(p) != p.dtype
@@ -218,10 +222,26 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             path=self._path(group),
         )
 
+    def _init_eval_state(self, params: list[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if "y" not in state:
+                state["y"] = p.detach().clone()  # the y that eval() keeps aside (x = y = z here)
+
     def _to_eval(self, group: dict[str, Any]) -> None:
+        beta = float(group["y_beta"])
         for p in self._params_with_state(group):
-            eval_from_train(D.local(p), self._y(p), D.local(self.state[p]["z"]), float(group["y_beta"]))
+            state = self.state[p]
+            if "y" not in state:  # a full-precision parameter: keep its y aside for train() (one copy)
+                state["y"] = p.detach().clone()  # (a DTensor parameter gives a DTensor, as z is)
+            eval_from_train(D.local(p), D.local(state["y"]), D.local(state["z"]), beta)
 
     def _to_train(self, group: dict[str, Any]) -> None:
+        beta = float(group["y_beta"])
         for p in self._params_with_state(group):
-            train_from_eval(D.local(p), self._y(p), D.local(self.state[p]["z"]), float(group["y_beta"]))
+            state = self.state[p]
+            if "y" not in state:  # eval mode from a state dict of version 0.1.0: no y was kept, rebuild it
+                train_from_eval(D.local(p), D.local(p), D.local(state["z"]), beta)
+                continue
+            y = D.local(state.pop("y") if not self._needs_master(p) else state["y"])
+            train_from_eval(D.local(p), y, D.local(state["z"]), beta)

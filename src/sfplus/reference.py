@@ -12,6 +12,7 @@ import torch
 
 from . import _distributed as D
 from ._base import ScheduleFreePlusBase
+from .functional import same_bits
 
 __all__ = ["ScheduleFreePlusReference"]
 
@@ -99,5 +100,13 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
             D.local(p).copy_(D.local(self.state[p]["x"]))
 
     def _to_train(self, group: dict[str, Any]) -> None:
+        # The stored y, except where the parameter no longer holds the stored x (changed in eval mode, e.g.
+        # weights loaded into the model): there that value is the new x, and y is rebuilt from it (10).
+        beta = float(group["y_beta"])
         for p in self._params_with_state(group):
-            D.local(p).copy_(D.local(self.state[p]["y"]))
+            x, y, z = (D.local(self.state[p][key]) for key in ("x", "y", "z"))
+            param = D.local(p)
+            changed = ~same_bits(param, x.to(param.dtype))
+            x.copy_(torch.where(changed, param.to(x.dtype), x))
+            y.copy_(torch.where(changed, beta * x + (1 - beta) * z, y))  # (10) y = β̃ x + (1-β̃) z
+            param.copy_(y)

@@ -346,11 +346,23 @@ def set_train_mode(opt: torch.optim.Optimizer, training: bool) -> None:
 def at_x(model: nn.Module, opt: torch.optim.Optimizer) -> Iterator[dict[str, torch.Tensor]]:
     """Parameters at x inside the block (eval mode); afterwards exactly the y of before, in train mode.
 
-    Schedule-free optimizers rebuild y from x and z on ``train()``, which is exact only up to rounding,
-    so a run would depend (chaotically, by about seed noise) on where it was evaluated or saved. The
-    training-mode parameters are snapshot first and put back bit for bit; the snapshot is yielded (a
-    checkpoint stores it, so a resume continues from the same y). For other optimizers x = y.
+    The block yields each parameter's training-mode value y by name (a checkpoint stores it; read it inside
+    the block). ScheduleFree+ gives y back bit for bit itself (its ``train()`` restores what ``eval()`` kept
+    aside; the yielded tensors are its ``y_values()``, no copies). Another schedule-free optimizer
+    (schedulefree's AdamW) rebuilds y from x and z, exact only up to rounding, which would make a run depend
+    (chaotically, by about seed noise) on where it was evaluated or saved: its parameters are snapshot here
+    and put back. For other optimizers x = y.
     """
+    if needs_loss(opt):  # ScheduleFree+: the library's own exact round trip
+        set_train_mode(opt, False)
+        y_of = opt.y_values()
+        model.eval()
+        try:
+            yield {name: y_of.get(p, p) for name, p in model.named_parameters()}
+        finally:
+            set_train_mode(opt, True)
+            model.train()
+        return
     y_params = {name: p.detach().clone() for name, p in model.named_parameters()}
     set_train_mode(opt, False)
     model.eval()

@@ -129,6 +129,9 @@ def _dcp_resume(wrapper: str, opt_name: str, rank: int, world: int, work_dir: st
         original[-1]["params"] = full_params(model)
 
     fresh, fresh_opt = _build(wrapper, opt_name, seed=7)  # different weights: the load must overwrite them
+    # The checkpoint is in eval mode: so is the optimizer that loads it, so that the state DCP prepares
+    # holds the y that eval() kept aside, and train() below gives back the saved run's y bit for bit.
+    fresh_opt.eval()
     model_sd, optim_sd = get_state_dict(fresh, fresh_opt)
     k_before_load = fresh_opt.param_groups[0]["k"]
     to_load = {"model": model_sd, "optim": optim_sd}

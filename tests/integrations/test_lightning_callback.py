@@ -140,6 +140,8 @@ def test_checkpoint_holds_x_and_resume_matches(tmp_path: Path) -> None:
     ckpt = tmp_path / "mid.ckpt"
     part.save_checkpoint(ckpt)
     assert opt.train_mode, "saving must leave training mode as it was"
+    after = part_model.state_dict()
+    assert all(torch.equal(after[k], y[k]) for k in y), "saving must leave y as it was, bit for bit"
     with opt.eval_params():
         x = {k: v.clone() for k, v in part_model.state_dict().items()}
     saved = torch.load(ckpt, weights_only=False)

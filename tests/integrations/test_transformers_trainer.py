@@ -96,8 +96,11 @@ def test_eval_at_x_learns_and_save_model_writes_x(tmp_path: Path) -> None:
     assert len(train_losses) == 30 and all(math.isfinite(v) for v in train_losses)
     assert all("sfplus_alpha" in row for row in trainer.state.log_history if "loss" in row)
 
+    y_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     metrics = trainer.evaluate()
     assert opt.train_mode, "evaluate() must return the parameters to y"
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(after[n], y_before[n]) for n in y_before), "evaluate() must give y back bit for bit"
     assert metrics["eval_loss"] < train_losses[0], (metrics["eval_loss"], train_losses[0])
     assert metrics["eval_loss"] < 0.8 * math.log(VOCAB)
 

@@ -41,6 +41,25 @@ def test_exactly_z_m_v_per_param(case: OptimizerCase, dtype):
     assert len(opt.state) == len(problem.params)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_eval_mode_keeps_one_copy_of_y_aside(dtype):
+    """In eval mode a full-precision parameter's y is kept aside (one copy: state ``y``, dropped by train());
+    a bf16/fp16 parameter's fp32 master already is that copy, so it gets none more."""
+    problem = MLPProblem.make(torch.Generator().manual_seed(54), dtype=dtype)
+    opt = cases.ScheduleFreePlus(problem.groups())
+    for _ in range(3):
+        opt.step(problem.closure_for(opt))
+    in_train = {name: sorted(opt.state[p]) for name, p in problem.params.items()}
+    opt.eval()
+    for name, p in problem.params.items():
+        state = opt.state[p]
+        assert sorted(state) == ["m", "v", "y", "z"], name
+        assert state["y"].shape == p.shape and state["y"].dtype == opt._state_dtype(p), name
+    opt.train()
+    assert {name: sorted(opt.state[p]) for name, p in problem.params.items()} == in_train
+    assert _tensors_outside_state(opt) == []
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_adds_only_an_fp32_master(dtype):
     problem = MLPProblem.make(torch.Generator().manual_seed(51), dtype=dtype)
