@@ -3,7 +3,8 @@
 >>> opt = sfplus.ScheduleFreePlus(model.parameters())
 >>> opt.step(loss=loss)          # or opt.step(closure) with a closure that returns the loss
 >>> opt.eval()                   # parameters hold the average x: evaluate, save, ship
->>> opt.train()                  # parameters hold y again: keep training
+>>> opt.train()                  # parameters hold y again (bit for bit): keep training
+>>> sfplus.merge_checkpoints([x_a, x_b], "online", [state_a, state_b])   # sfplus.merge: merging checkpoints
 
 The pure-Python pieces (the presets, the scalar schedule) are imported eagerly; everything that needs
 torch is imported on first use (PEP 562), so ``import sfplus.jax`` works without torch installed.
@@ -24,10 +25,21 @@ _TORCH_NAMES = {
     "ScheduleFreePlus": ".optimizer",
     "ScheduleFreePlusReference": ".reference",
     "schedulefree_plus_update": ".functional",
+    "averaging_weights": ".merge",
+    "merge_checkpoints": ".merge",
 }
 #: Submodules reachable as attributes of ``sfplus`` (``sfplus.functional``) without an explicit import,
 #: as they were when this file imported them eagerly.
-_SUBMODULES = ("optimizer", "reference", "functional", "_base", "_distributed", "_validation", "integrations")
+_SUBMODULES = (
+    "optimizer",
+    "reference",
+    "functional",
+    "merge",
+    "_base",
+    "_distributed",
+    "_validation",
+    "integrations",
+)
 
 __all__ = [
     "ScheduleFreePlus",
@@ -35,6 +47,8 @@ __all__ = [
     "PAPER",
     "PRESETS",
     "schedulefree_plus_update",
+    "averaging_weights",
+    "merge_checkpoints",
     "annealed_beta",
     "averaging_weight",
     "l1_ema_update",

@@ -22,11 +22,12 @@ from .atomic import atomic_dir
 from .errors import UserError
 from .merge_math import (
     MERGE_MODES,
+    averaging_weights,
     combine,
     merge_coefficients,
     merge_warnings,
-    weight_sums_by_name,
-    x_from_train_state,
+    saved_in_eval_mode,
+    weights_at_x,
 )
 
 if TYPE_CHECKING:
@@ -170,10 +171,9 @@ def evaluate_weights(config: dict[str, Any], weights: dict[str, torch.Tensor]) -
 
 def ensure_x(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     """The checkpoint's weights at x: as saved when the optimizer was in eval mode (the lab's rule)."""
-    groups = (ckpt.optimizer_state or {}).get("param_groups") or []
-    if not groups or all(not g.get("train_mode", False) for g in groups):
+    if ckpt.optimizer_state is None or saved_in_eval_mode(ckpt.optimizer_state):
         return ckpt.weights
-    return x_from_train_state(ckpt.weights, ckpt.optimizer_state, _param_names(ckpt))
+    return weights_at_x(ckpt.weights, ckpt.optimizer_state, _param_names(ckpt))
 
 
 def _param_names(ckpt: Checkpoint) -> list[str]:
@@ -194,13 +194,13 @@ def _weight_sums(ckpt: Checkpoint) -> dict[str, float]:
     if ckpt.optimizer_state is None:
         raise UserError(f"{ckpt.path} has no optimizer state, so no averaging weights: use --weights uniform")
     try:
-        return weight_sums_by_name(ckpt.optimizer_state)
+        return averaging_weights(ckpt.optimizer_state)
     except ValueError:
         pass
     try:
-        return weight_sums_by_name(ckpt.optimizer_state, _param_names(ckpt))
+        return averaging_weights(ckpt.optimizer_state, _param_names(ckpt))
     except ValueError as exc:
-        raise UserError(f"{ckpt.path}: {exc}") from None
+        raise UserError(f"{ckpt.path}: {exc} (--weights uniform)") from None
 
 
 def merge_checkpoints(paths: Sequence[str | Path], mode: str = "uniform") -> tuple[dict[str, torch.Tensor], dict]:
@@ -217,7 +217,7 @@ def merge_checkpoints(paths: Sequence[str | Path], mode: str = "uniform") -> tup
         coefficients = merge_coefficients(mode, sums, list(states[-1]), steps=[c.step for c in ckpts])
         merged = combine(states, coefficients)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{exc} (--weights uniform merges without averaging weights)") from None
     record = {
         "mode": mode,
         "checkpoints": [

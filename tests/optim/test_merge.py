@@ -1,4 +1,4 @@
-"""The merge arithmetic of ``sfplus_lab.averaging`` against ScheduleFree+'s own iterates.
+"""``sfplus.merge``: checkpoint merging and the averaging accessors, against ScheduleFree+'s own iterates.
 
 The window merge claims (W_n x_n − W_1 x_1)/(W_n − W_1) is the weighted average of the base iterates z over
 the steps between two checkpoints. We record z and the averaging weight w_k = c_k W_k at every step of a
@@ -7,14 +7,24 @@ real optimizer and compare.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from sfplus import ScheduleFreePlus
-from sfplus_lab.merge_math import combine, merge_coefficients, weight_sums_by_name, x_from_train_state
+import sfplus
+from sfplus import ScheduleFreePlus, ScheduleFreePlusReference
+from sfplus.merge import (
+    averaging_weights,
+    combine,
+    merge_checkpoints,
+    merge_coefficients,
+    saved_in_eval_mode,
+    weights_at_x,
+)
 
 
-def tiny_run(steps: int, save_at: set[int], *, seed: int = 0, c_warmup: int = 3, lrs=(1.0, 1.0)):
+def tiny_run(steps: int, save_at: set[int], *, seed: int = 0, c_warmup: int = 3, lrs=(1.0, 1.0), cls=ScheduleFreePlus):
     """Train a 2-layer net on a realizable regression; return checkpoints and every step's (w_k, z_k)."""
     g = torch.Generator().manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
@@ -23,7 +33,7 @@ def tiny_run(steps: int, save_at: set[int], *, seed: int = 0, c_warmup: int = 3,
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5)
     teacher = torch.randn(2, 4, generator=g, dtype=torch.float64)
     params = list(net.parameters())
-    opt = ScheduleFreePlus(
+    opt = cls(
         [{"params": params[:2], "lr": lrs[0]}, {"params": params[2:], "lr": lrs[1]}],
         c_warmup=c_warmup, r=1.0, polyak_beta=0.9,
     )  # fmt: skip
@@ -41,7 +51,10 @@ def tiny_run(steps: int, save_at: set[int], *, seed: int = 0, c_warmup: int = 3,
         if k in save_at:
             with opt.eval_params():
                 x_weights = {n: t.clone() for n, t in net.state_dict().items()}
-            checkpoints[k] = (x_weights, opt.state_dict(), {n: t.clone() for n, t in net.state_dict().items()})
+                eval_state = copy.deepcopy(opt.state_dict())  # (a state dict shares the state's tensors)
+            train_state = copy.deepcopy(opt.state_dict())
+            y_weights = {n: t.clone() for n, t in net.state_dict().items()}
+            checkpoints[k] = (x_weights, train_state, y_weights, eval_state)
     return names, history, checkpoints
 
 
@@ -59,7 +72,7 @@ def test_window_merge_is_the_average_of_z_between_checkpoints() -> None:
     names, history, ckpts = tiny_run(30, {10, 30})
     group_of = {n: (0 if i < 2 else 1) for i, n in enumerate(names)}
     states = [ckpts[10][0], ckpts[30][0]]
-    sums = [weight_sums_by_name(ckpts[k][1], names) for k in (10, 30)]
+    sums = [averaging_weights(ckpts[k][1], names) for k in (10, 30)]
     merged = combine(states, merge_coefficients("window", sums, list(states[0]), steps=[10, 30]))
     want = explicit_average(names, history, 10, 30, group_of)
     full = explicit_average(names, history, 0, 30, group_of)
@@ -74,8 +87,8 @@ def test_per_group_weight_sums_need_names_and_get_them() -> None:
     state = ckpts[12][1]
     assert state["param_groups"][0]["weight_sum"] != state["param_groups"][1]["weight_sum"]
     with pytest.raises(ValueError, match="different weight_sum"):
-        weight_sums_by_name(state)
-    sums = [weight_sums_by_name(ckpts[k][1], names) for k in (5, 12)]
+        averaging_weights(state)
+    sums = [averaging_weights(ckpts[k][1], names) for k in (5, 12)]
     merged = combine([ckpts[5][0], ckpts[12][0]], merge_coefficients("window", sums, names, steps=[5, 12]))
     group_of = {n: (0 if i < 2 else 1) for i, n in enumerate(names)}
     want = explicit_average(names, history, 5, 12, group_of)
@@ -86,7 +99,7 @@ def test_per_group_weight_sums_need_names_and_get_them() -> None:
 def test_window_from_the_warm_start_gives_x_and_online_weights_by_w() -> None:
     names, _, ckpts = tiny_run(15, {2, 15}, c_warmup=3)
     first, last = ckpts[2], ckpts[15]
-    sums = [weight_sums_by_name(c[1], names) for c in (first, last)]
+    sums = [averaging_weights(c[1], names) for c in (first, last)]
     assert sums[0] == {"*": 0.0}  # saved during the warm start: nothing averaged yet
     window = combine([first[0], last[0]], merge_coefficients("window", sums, names, steps=[2, 15]))
     online = combine([first[0], last[0]], merge_coefficients("online", sums, names))
@@ -103,7 +116,7 @@ def test_uniform_and_online_on_two_runs() -> None:
     xa, sa = a[10][0], a[10][1]
     xb, sb = b[20][0], b[20][1]
     wa, wb = sa["param_groups"][0]["weight_sum"], sb["param_groups"][0]["weight_sum"]
-    sums = [weight_sums_by_name(s, names) for s in (sa, sb)]
+    sums = [averaging_weights(s, names) for s in (sa, sb)]
     uniform = combine([xa, xb], merge_coefficients("uniform", sums, names))
     online = combine([xa, xb], merge_coefficients("online", sums, names))
     for name in names:
@@ -113,9 +126,9 @@ def test_uniform_and_online_on_two_runs() -> None:
 
 def test_x_recovered_from_weights_saved_in_train_mode() -> None:
     names, _, ckpts = tiny_run(8, {8})
-    x_weights, opt_state, y_weights = ckpts[8]
+    x_weights, opt_state, y_weights, _ = ckpts[8]
     assert any((x_weights[n] - y_weights[n]).abs().max() > 1e-6 for n in names)
-    x = x_from_train_state(y_weights, opt_state, names)
+    x = weights_at_x(y_weights, opt_state, names)
     for name in names:
         torch.testing.assert_close(x[name], x_weights[name], rtol=1e-9, atol=1e-12)
 
@@ -134,3 +147,62 @@ def test_combine_rejects_mismatches() -> None:
         merge_coefficients("window", [{"*": 2.0}, {"*": 2.0}], ["w"])
     bf16 = combine([{"w": torch.ones(2, dtype=torch.bfloat16)}] * 2, [0.5, 0.5])
     assert bf16["w"].dtype == torch.bfloat16
+
+
+def test_merge_checkpoints_from_either_mode() -> None:
+    """The one call: x from eval-mode weights as they are, x recovered from train-mode ones, W from the states."""
+    names, history, ckpts = tiny_run(30, {10, 30})
+    group_of = {n: (0 if i < 2 else 1) for i, n in enumerate(names)}
+    want = explicit_average(names, history, 10, 30, group_of)
+    at_x = merge_checkpoints([ckpts[k][0] for k in (10, 30)], "window", [ckpts[k][3] for k in (10, 30)], steps=[10, 30])
+    at_y = merge_checkpoints(
+        [ckpts[k][2] for k in (10, 30)], "window", [ckpts[k][1] for k in (10, 30)], param_names=names, steps=[10, 30]
+    )
+    for name in names:
+        torch.testing.assert_close(at_x[name], want[name], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(at_y[name], want[name], rtol=1e-9, atol=1e-10)
+    uniform = merge_checkpoints([ckpts[k][0] for k in (10, 30)])
+    for name in names:
+        torch.testing.assert_close(uniform[name], (ckpts[10][0][name] + ckpts[30][0][name]) / 2)
+    with pytest.raises(ValueError, match="optimizer state"):
+        merge_checkpoints([ckpts[k][0] for k in (10, 30)], "online")
+    with pytest.raises(ValueError, match="param_names"):
+        merge_checkpoints([ckpts[k][2] for k in (10, 30)], "online", [ckpts[k][1] for k in (10, 30)])
+    with pytest.raises(ValueError, match="unknown merge mode"):
+        merge_checkpoints([ckpts[10][0]], "median")
+    assert sfplus.merge_checkpoints is merge_checkpoints and sfplus.averaging_weights is averaging_weights
+
+
+def test_saved_in_eval_mode_and_weights_at_x_of_the_reference_class() -> None:
+    names, _, ckpts = tiny_run(8, {8}, cls=ScheduleFreePlusReference)
+    x_weights, train_state, y_weights, eval_state = ckpts[8]
+    assert saved_in_eval_mode(eval_state) and not saved_in_eval_mode(train_state)
+    assert any(not torch.equal(x_weights[n], y_weights[n]) for n in names)
+    from_y = weights_at_x(y_weights, train_state, names)  # the reference's stored x, exactly
+    assert all(torch.equal(from_y[n], x_weights[n]) for n in names)
+    from_x = weights_at_x(x_weights, eval_state, names)  # eval mode: the weights are x already
+    assert all(from_x[n] is x_weights[n] for n in names)
+
+
+def test_weights_at_x_uses_the_fp32_master_of_a_bf16_model() -> None:
+    """Weights saved in train mode hold y rounded to bf16; x comes from the fp32 master y in the state."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.nn.Parameter(torch.randn(64, generator=g).to(torch.bfloat16))
+    opt = ScheduleFreePlus([w], c_warmup=0, sf_beta1=0.5)
+    for _ in range(10):
+        opt.zero_grad()
+        loss = (w.float() ** 2).mean()
+        loss.backward()
+        opt.step(loss=loss)
+    state = opt.state_dict()
+    x = weights_at_x({"w": w.detach().clone()}, state, ["w"])["w"]
+    master = opt.state[w]["y"].double()
+    want = torch.lerp(master, opt.state[w]["z"].double(), 1.0 - 1.0 / float(opt.param_groups[0]["y_beta"]))
+    assert torch.equal(x, want.to(torch.bfloat16))
+
+
+def test_the_lab_merges_through_the_library() -> None:
+    from sfplus_lab import merge_math
+
+    assert merge_math.weight_sums_by_name is averaging_weights and merge_math.x_from_train_state is weights_at_x
+    assert merge_math.combine is combine and merge_math.merge_coefficients is merge_coefficients
