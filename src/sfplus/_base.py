@@ -2,7 +2,8 @@
 
 A step is split the way the method is (docs/algorithm.md, "One step"):
 
-(a) ``_gather_statistics``: F, I and L, each a global scalar, reduced in float64 in one collective;
+(a) ``_gather_statistics``: F, I and L, each a global scalar, reduced in float64 in one collective (L is
+    the base step's Polyak statistic, ‖g‖₁ for Adam: ``inner_step``, ``sfplus._inner_step``);
 (b) ``_step_sizes``: the Polyak step α per group, a pure function of those scalars (``_step_size.py``);
 (c) the averaging weights c and β̃ per group (``_step_size.py``);
 (d) ``_update_group``: the per-tensor update, which each subclass implements.
@@ -25,7 +26,9 @@ import torch
 
 from . import _distributed as D
 from . import _schedule as S
+from ._adam import ADAM
 from ._defaults import DEFAULT, HYPERPARAMETERS, PRESETS, resolve
+from ._inner_step import InnerStep
 from ._stats import LazyStats, _host_stats, _step_stats
 from ._step_size import annealed_beta
 from ._validation import validate_hyperparameters, validate_options
@@ -72,6 +75,9 @@ _EVAL_MODE = (
 class ScheduleFreePlusBase(torch.optim.Optimizer):
     """Common machinery; see :class:`sfplus.ScheduleFreePlus` for the documentation."""
 
+    #: The base step that moves z (Adam): its hyperparameter checks, state and Polyak denominator
+    #: (``sfplus._inner_step`` says what it provides; docs/architecture.md, "A base step other than Adam").
+    inner_step: InnerStep = ADAM
     #: Per-parameter state keys that are parameter-sized (checked against shapes on load).
     _tensor_state_keys: tuple[str, ...] = ()
 
@@ -113,7 +119,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         defaults = dict(hyper, nonfinite=nonfinite, foreach=foreach, fused=fused, capturable=capturable)
         self.preset = preset
         self._floor_warned = False
-        validate_hyperparameters(defaults, warn=False)
+        validate_hyperparameters(defaults, warn=False, inner_step_checks=self.inner_step.validate)
         self._process_group = process_group
         self.stats: Mapping[str, Any] = {}
         super().__init__(params, defaults)
@@ -132,7 +138,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
 
     def _check_new_group(self, group: dict[str, Any]) -> None:
         validate_options(group["nonfinite"], group["foreach"], group["fused"], group["capturable"])
-        validate_hyperparameters(group)
+        validate_hyperparameters(group, inner_step_checks=self.inner_step.validate)
         for p in group["params"]:
             if not p.is_floating_point():
                 kind = "complex" if p.is_complex() else str(p.dtype)
@@ -336,7 +342,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             raise FloatingPointError(self._nonfinite_message(k_new, F, inner, l1) + "; nothing was updated")
         ok = finite & (l1 != 0.0)  # an all-zero gradient is a full no-op too (k not advanced)
         e_prev = self._global("e")
-        e, e_hat = S.l1_ema_update(e_prev, l1, self._global("polyak_beta"), k)
+        e, e_hat = S.l1_ema_update(e_prev, l1, self._global("polyak_beta"), k, self.inner_step.polyak_scale)
         numerator, denominator = self._polyak_factor(k, F, inner, e_hat)
         alphas, cs, y_betas, lr_maxes = [], [], [], []
         gate = None if self._global("nonfinite") == "raise" else ok  # "raise": the gradients are finite

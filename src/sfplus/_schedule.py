@@ -36,9 +36,11 @@ def annealed_beta(k: Tensor, sf_beta1: float, sf_beta1_max: float, anneal_steps:
     return 1.0 - torch.exp((1.0 - p) * math.log1p(-sf_beta1) + p * math.log1p(-sf_beta1_max))
 
 
-def l1_ema_update(e_prev: Tensor, l1: Tensor, polyak_beta: float, k: Tensor) -> tuple[Tensor, Tensor]:
+def l1_ema_update(
+    e_prev: Tensor, l1: Tensor, polyak_beta: float, k: Tensor, scale: float = SQRT_HALF_PI
+) -> tuple[Tensor, Tensor]:
     """Eq. 3: ``(e_k, ê_k)``."""
-    e = polyak_beta * e_prev + (1.0 - polyak_beta) * SQRT_HALF_PI * l1
+    e = polyak_beta * e_prev + (1.0 - polyak_beta) * scale * l1
     e_hat = e / (1.0 - torch.pow(polyak_beta, k))
     return e, e_hat
 

@@ -36,12 +36,17 @@ def annealed_beta(k: int, sf_beta1: float, sf_beta1_max: float, anneal_steps: in
     return 1.0 - math.exp((1.0 - p) * math.log1p(-sf_beta1) + p * math.log1p(-sf_beta1_max))
 
 
-def l1_ema_update(e_prev: float, l1: float, polyak_beta: float, k: int) -> tuple[float, float]:
+def l1_ema_update(
+    e_prev: float, l1: float, polyak_beta: float, k: int, scale: float = SQRT_HALF_PI
+) -> tuple[float, float]:
     """Eq. 3: returns ``(e_k, ê_k)``. Store the raw ``e_k``; only use the bias-corrected ``ê_k``.
+
+    ``l1`` is L, the base step's Polyak statistic summed over tensors, and ``scale`` its factor (√(π/2) for
+    Adam's ‖g‖₁: ``sfplus._inner_step``).
 
     Storing ``ê_k`` back (the public reference code's bug) corrects it again every step.
     """
-    e = polyak_beta * e_prev + (1.0 - polyak_beta) * SQRT_HALF_PI * l1
+    e = polyak_beta * e_prev + (1.0 - polyak_beta) * scale * l1
     e_hat = e / (1.0 - polyak_beta**k)
     return e, e_hat
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 NONFINITE_POLICIES = ("skip", "raise")
@@ -34,14 +35,8 @@ def _count(name: str, value: Any) -> int:
     return value
 
 
-def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> None:
-    """Check one param group's hyperparameters (constructor defaults or per-group overrides).
-
-    ``warn=False`` skips the advisory warnings (the constructor's defaults are checked again per group).
-    """
-    lr = _real("lr", group["lr"])
-    if not (0.0 <= lr < math.inf):
-        raise ValueError(f"Invalid learning rate: {lr} (lr is a finite multiplier >= 0; default 1.0)")
+def validate_adam(group: dict[str, Any]) -> None:
+    """The Adam base step's hyperparameters: ``betas`` (a pair in [0, 1)) and ``eps`` (finite, > 0)."""
     betas = group["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas value: {betas!r} (expected a pair (beta1, beta2))")
@@ -51,6 +46,21 @@ def validate_hyperparameters(group: dict[str, Any], *, warn: bool = True) -> Non
     eps = _real("eps", group["eps"])
     if not 0.0 < eps < math.inf:
         raise ValueError(f"Invalid eps value: {eps} (expected a finite eps > 0)")
+
+
+def validate_hyperparameters(
+    group: dict[str, Any], *, warn: bool = True, inner_step_checks: Callable[[dict[str, Any]], None] = validate_adam
+) -> None:
+    """Check one param group's hyperparameters (constructor defaults or per-group overrides).
+
+    ``warn=False`` skips the advisory warnings (the constructor's defaults are checked again per group).
+    ``inner_step_checks`` checks the base step's own hyperparameters (Adam's betas and eps by default;
+    ``sfplus._inner_step``).
+    """
+    lr = _real("lr", group["lr"])
+    if not (0.0 <= lr < math.inf):
+        raise ValueError(f"Invalid learning rate: {lr} (lr is a finite multiplier >= 0; default 1.0)")
+    inner_step_checks(group)
     wd = _real("weight_decay", group["weight_decay"])
     if not 0.0 <= wd < math.inf:
         raise ValueError(f"Invalid weight_decay value: {wd} (expected finite >= 0; AdamC scale, typical 5-50)")

@@ -25,8 +25,11 @@ from typing import Any
 
 import torch
 
+from ._adam import adam_coefficients
+
 __all__ = [
     "FUSED_MIN_NUMEL",
+    "averaging_coefficients",
     "eval_from_train",
     "resolve_path",
     "same_bits",
@@ -67,23 +70,25 @@ def update_coefficients(
     skipped step (non-finite loss or gradient, all-zero gradient) changes nothing without a host branch.
     """
     device = alpha.device
-    sqrt_bc2 = torch.sqrt(1.0 - torch.pow(beta2, k))  # sqrt(v̂) = sqrt(v) / sqrt(1 - β2^k)
+    values = adam_coefficients(k=k, alpha=alpha, beta1=beta1, beta2=beta2, eps=eps)  # the base step's
+    values += averaging_coefficients(alpha=alpha, beta=beta, beta_prev=beta_prev, c=c, weight_decay=weight_decay)
+    coef = torch.stack([_as_device_scalar(v, device) for v in values])
+    if ok is not None:
+        coef = torch.where(ok, coef, constant(_IDENTITY, device))
+    return coef
+
+
+def averaging_coefficients(*, alpha: Any, beta: Any, beta_prev: Any, c: Any, weight_decay: Any) -> list[Any]:
+    """The scalars of the decay and the y update (eqs. 5, 9, 10; the module docstring), in ``COEF_ORDER``
+    after the base step's: whatever the base step, y_k = y_self·y + y_z·z' + y_znew·z_k."""
     a = beta * (1.0 - c) / beta_prev
     decay = -(alpha**2) * weight_decay  # (5) d = -α²λ
-    values = [
-        beta1,  # m's factor (1 on a skipped step; the gradient is 0 then)
-        beta2,  # v's factor
-        eps * sqrt_bc2,  # eps_scaled: sqrt(v̂) + ε = (sqrt(v) + ε·sqrt(1-β2^k)) / sqrt(1-β2^k)
-        -alpha * sqrt_bc2 / (1.0 - torch.pow(beta1, k)),  # adam: (7) z -= α m̂ / (sqrt(v̂) + ε)
+    return [
         decay,
         a * (1.0 + (1.0 - beta_prev) * decay),  # y_self
         -a * (1.0 - beta_prev),  # y_z
         1.0 - a * beta_prev,  # y_znew
     ]
-    coef = torch.stack([_as_device_scalar(v, device) for v in values])
-    if ok is not None:
-        coef = torch.where(ok, coef, constant(_IDENTITY, device))
-    return coef
 
 
 def _as_device_scalar(value: Any, device: torch.device) -> torch.Tensor:

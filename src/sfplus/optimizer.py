@@ -136,8 +136,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             if not state:
                 z = p.detach().to(self._state_dtype(p), copy=True)  # z_0 = x_0 = y_0 = initial params
                 state["z"] = z
-                state["m"] = torch.zeros_like(z)
-                state["v"] = torch.zeros_like(z)
+                self.inner_step.init_state(state, z)  # m_0 = v_0 = 0 (the kernels below are Adam's)
                 if self._needs_master(p):
                     state["y"] = z.clone()  # fp32 master of y for a bf16/fp16 parameter
 

@@ -20,7 +20,8 @@ __all__ = ["ScheduleFreePlusReference"]
 class ScheduleFreePlusReference(ScheduleFreePlusBase):
     r"""Reference ScheduleFree+ (explicit x, y, z). Same arguments and scalars as :class:`ScheduleFreePlus`.
 
-    For every parameter with a gradient, step :math:`k` applies
+    For every parameter with a gradient, step :math:`k` applies (eqs. 6-7 are the base step, Adam, called
+    through ``inner_step``: ``sfplus._inner_step``, ``sfplus._adam``)
 
     .. math::
         \begin{align*}
@@ -43,7 +44,9 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
     training path; ``capturable=True`` is accepted but such a step cannot be captured.
     """
 
-    _tensor_state_keys = ("x", "y", "z", "m", "v")
+    @property
+    def _tensor_state_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("x", "y", "z", *self.inner_step.state_keys)
 
     def _init_state(self, params: list[torch.Tensor]) -> None:
         for p in params:
@@ -53,8 +56,7 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
                 state["x"] = y.clone()
                 state["y"] = y
                 state["z"] = y.clone()
-                state["m"] = torch.zeros_like(y)
-                state["v"] = torch.zeros_like(y)
+                self.inner_step.init_state(state, y)  # Adam: m_0 = v_0 = 0
 
     def _group_statistics(self, group: dict[str, Any], params: list[torch.Tensor], world: int):
         dot = torch.zeros((), dtype=torch.float64)
@@ -66,7 +68,7 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
             if state:  # no state yet: z = x = p, so <g, z - x> = 0
                 x, z = D.local(state["x"]), D.local(state["z"])
                 dot = dot + scale * torch.sum(g * (z - x), dtype=torch.float64).cpu()  # <g, z - x>
-            l1 = l1 + scale * torch.sum(g.abs(), dtype=torch.float64).cpu()  # ||g||_1
+            l1 = l1 + scale * self.inner_step.polyak_statistic(g).cpu()  # Adam: ||g||_1
         return dot, l1
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
@@ -75,19 +77,15 @@ class ScheduleFreePlusReference(ScheduleFreePlusBase):
             return
         k, alpha, beta, c = (float(s[key]) for key in ("k", "alpha", "beta", "c"))
         k = int(k)
-        beta1, beta2 = group["betas"]
-        eps, lam = group["eps"], float(s["weight_decay"])  # λ, or its bounded form (bounded_decay)
+        lam = float(s["weight_decay"])  # λ, or its bounded form (bounded_decay)
         for p in params:
             state = self.state[p]
             lam_p = lam if (p.ndim >= 2 or group["decay_1d"]) else 0.0  # decay_1d=False: no decay on 1-D tensors
             g = D.local(p.grad).to(self._state_dtype(p))
-            x, y, z, m, v = (D.local(state[key]) for key in ("x", "y", "z", "m", "v"))
+            x, y, z = (D.local(state[key]) for key in ("x", "y", "z"))
             z.sub_(alpha**2 * lam_p * y)  # (5) AdamC decay, at y
-            m.mul_(beta1).add_((1 - beta1) * g)  # (6) m_k
-            v.mul_(beta2).add_((1 - beta2) * g * g)  # (6) v_k
-            m_hat = m / (1 - beta1**k)  # (6) m̂_k
-            v_hat = v / (1 - beta2**k)  # (6) v̂_k
-            z.sub_(alpha * m_hat / (v_hat.sqrt() + eps))  # (7) z_k
+            inner_state = {key: D.local(state[key]) for key in self.inner_step.state_keys}
+            self.inner_step.move(z, g, inner_state, alpha=alpha, k=k, group=group)  # (6, 7) z_k: the base step
             x.copy_((1 - c) * x + c * z)  # (9) x_k
         for p in self._params_with_state(group):
             state = self.state[p]
