@@ -9,7 +9,7 @@ after ``train()``. Boundaries then leave the training path untouched (evaluating
 not change it), and a resumed run restores the same y, so it continues bit for bit (on CPU, fp32).
 
 Data-parallel runs: ``rank`` and ``world_size`` go to ``get_batch`` and ``eval_batches``; only rank 0
-writes files; ``_all_reduce_sum`` is the one place evaluation sums would be reduced across ranks.
+writes files; evaluation sums are reduced across ranks by ``distributed.all_reduce_sums`` (one collective).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import torch
 
 from . import checkpoint as ckpt_io
 from . import distributed as dist_lab
+from . import loop
 from .config import RunConfig
 from .errors import UserError
 from .metrics import MetricsLog
 from .model import GPT, forward_context, maybe_compile
 from .optim_factory import at_x as params_at_x
 from .optim_factory import build_optimizer, needs_loss, optimizer_scalars, set_train_mode
-from .optim_factory import step as optimizer_step
 
 __all__ = ["RunResult", "Trainer", "log_spaced_steps", "pick_device", "total_steps_for"]
 
@@ -164,24 +164,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
-        """Forward and backward at y, then the optimizer step; returns the train row's values."""
+        """Forward and backward at y, then the optimizer step (``loop.train_step``); returns the train row's values."""
         data, train = self.cfg.data, self.corpus.train
         x, y = self._get_batch(
             train, batch_size=data.batch_size, seq_len=data.seq_len, seed=self.cfg.train.seed,
             step=self.step, rank=self.rank, world_size=self.world_size,
         )
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        with forward_context(self.device):
-            _, loss = self.forward(x, y)
-        if not needs_loss(self.optimizer) and dist_lab.any_rank(not torch.isfinite(loss), self.dist):
-            return self._skip(float(loss.detach()))  # the baselines have no skip of their own
-        loss.backward()
-        if self.cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        optimizer_step(self.optimizer, loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler is not None:
-            self.scheduler.step()
+        loss, stepped = loop.train_step(
+            self.forward, self.model, self.optimizer, self.scheduler, x, y,
+            grad_clip=self.cfg.optim.grad_clip, context=lambda: forward_context(self.device),
+            skip=self._baseline_nonfinite,
+        )
+        if not stepped:
+            return self._skip(float(loss.detach()))
         scalars = optimizer_scalars(self.optimizer)
         if scalars.get("status") == "skipped_nonfinite":
             self.num_skipped += 1
@@ -189,6 +185,10 @@ class Trainer:
         else:
             self.consecutive_skips = 0
         return {"loss": float(loss.detach()), **scalars}
+
+    def _baseline_nonfinite(self, loss: torch.Tensor) -> bool:
+        """A non-finite loss (on any rank) skips a baseline's step; ScheduleFree+ is given it and skips itself."""
+        return not needs_loss(self.optimizer) and dist_lab.any_rank(not torch.isfinite(loss), self.dist)
 
     def _skip(self, loss: float) -> dict[str, Any]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -199,38 +199,30 @@ class Trainer:
         return {"loss": loss, "skipped": True, "status": "skipped_nonfinite", **optimizer_scalars(self.optimizer)}
 
     # ------------------------------------------------------------------ evaluation at x
-    def _all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum across data-parallel ranks (single process: unchanged), in float64 and one collective."""
-        return torch.tensor(dist_lab.all_reduce_sums(values.tolist(), self.dist), dtype=values.dtype)
-
-    @torch.no_grad()
     def evaluate(self) -> dict[str, Any] | None:
-        """Validation loss per source and pooled (token-weighted), with the parameters holding x.
+        """Validation loss per source and pooled (token-weighted), with the parameters holding x (``loop.evaluate``).
 
         Returns None when a stop was requested mid-evaluation (the pass is abandoned, the run saves and exits).
         """
-        self.model.eval()
-        data = self.cfg.data
-        sums = torch.zeros(2 * len(self.val_sources), dtype=torch.float64)
         from .data import eval_batches
 
-        for i, tokens in enumerate(self.val_sources.values()):
-            batches = eval_batches(
-                tokens, data.batch_size, data.seq_len, self.cfg.train.eval_batches,
-                rank=self.rank, world_size=self.world_size,
-            )
-            for x, y in batches:
-                if self.stop_requested and not self.dist.is_distributed:
-                    return None  # (ranks must finish the pass together: each holds part of the sums)
-                with forward_context(self.device):
-                    _, loss = self.forward(x.to(self.device), y.to(self.device))
-                sums[2 * i] += float(loss) * y.numel()
-                sums[2 * i + 1] += y.numel()
-        sums = self._all_reduce_sum(sums)
+        data = self.cfg.data
+        windows = {
+            name: eval_batches(tokens, data.batch_size, data.seq_len, self.cfg.train.eval_batches,
+                               rank=self.rank, world_size=self.world_size)
+            for name, tokens in self.val_sources.items()
+        }
+        result = loop.evaluate(
+            self.forward, windows, self.device, context=lambda: forward_context(self.device),
+            reduce=lambda sums: dist_lab.all_reduce_sums(sums, self.dist),
+            # ranks must finish the pass together: each holds part of the sums
+            stop=lambda: self.stop_requested and not self.dist.is_distributed,
+        )
+        if result is None:
+            return None
         row: dict[str, Any] = {"kind": "eval", "step": self.step, "tokens": self.step * self.tokens_per_step}
-        row["val_loss"] = float(sums[0::2].sum() / sums[1::2].sum())
-        for i, name in enumerate(self.val_sources):
-            row[f"val_loss/{name}"] = float(sums[2 * i] / sums[2 * i + 1])
+        row["val_loss"] = result["pooled"]
+        row.update({f"val_loss/{name}": value for name, value in result["per_source"].items()})
         return row
 
     # ------------------------------------------------------------------ step boundaries

@@ -1,4 +1,4 @@
-"""One benchmark job: a lean training loop over the lab's model, optimizers and data.
+"""One benchmark job: the lab's training step and evaluation (``sfplus_lab.loop``) over its model, optimizers and data.
 
 No checkpoints and no logging framework: a job trains, evaluates at fixed token counts and returns a
 JSON-able record. Three kinds of job reuse work the way each method allows:
@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import loop
 from ..data import eval_batches, get_batch, load_corpus
 from ..model import GPT, ModelConfig
-from ..optim_factory import METHODS, OptimConfig, at_x, build_optimizer, needs_loss, step
+from ..optim_factory import METHODS, OptimConfig, at_x, build_optimizer, needs_loss
 from .config import BenchConfig, model_config
 
 __all__ = ["Job", "run_job", "load_bench_corpus", "eval_steps_for", "steps_for_budget"]
@@ -106,26 +107,14 @@ def _eval_windows(data: tuple[str, ...] | None, tokenizer: str, seq_len: int, ba
     return out
 
 
-@torch.no_grad()
 def evaluate(model: GPT, opt: torch.optim.Optimizer, windows: dict[str, list], device: torch.device) -> dict:
     """Validation loss per source and pooled (token-weighted), at x for the schedule-free methods.
 
-    The training point y is saved and put back exactly: the schedule-free y -> x -> y conversion rounds,
-    and that rounding would make a run depend (chaotically, by about seed noise) on where it was
-    evaluated. With the restore, a run's numbers do not depend on its evaluation schedule.
+    ``loop.evaluate`` inside ``at_x``: the training point y is put back exactly afterwards, so a run's
+    numbers do not depend on its evaluation schedule.
     """
-    per_source, total_loss, total_tokens = {}, 0.0, 0
     with at_x(model, opt):
-        for name, batches in windows.items():
-            loss_sum, n = 0.0, 0
-            for x, y in batches:
-                _, loss = model(x.to(device), y.to(device))
-                loss_sum += float(loss) * y.numel()
-                n += y.numel()
-            per_source[name] = loss_sum / n
-            total_loss += loss_sum
-            total_tokens += n
-    return {"pooled": total_loss / total_tokens, "per_source": per_source}
+        return loop.evaluate(model, windows, device)
 
 
 class _Trace:
@@ -164,20 +153,19 @@ def _train_until(run: _Run, end: int, *, cfg: BenchConfig, job: Job, train_token
     """Steps ``run.step`` -> ``end``, evaluating after every step in ``eval_at``."""
     while run.step < end and not run.diverged:
         x, y = get_batch(train_tokens, batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=job.seed, step=run.step)
-        _, loss = run.model(x.to(device), y.to(device))
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
+        loss, stepped = loop.train_step(run.model, run.model, run.opt, run.sched, x.to(device), y.to(device),
+                                        skip=_nonfinite)
+        if not stepped:
             run.diverged = True  # a baseline LR too high: recorded, not hidden
             break
-        step(run.opt, loss)
-        if run.sched is not None:
-            run.sched.step()
         run.step += 1
-        trace.add(run.step, loss_value, run.opt)
+        trace.add(run.step, float(loss.detach()), run.opt)
         if run.step in eval_at:
             _evaluate_into(run, cfg, windows, num_params, device)
+
+
+def _nonfinite(loss: torch.Tensor) -> bool:
+    return not math.isfinite(float(loss.detach()))
 
 
 def _evaluate_into(run: _Run, cfg: BenchConfig, windows: dict, num_params: int, device: torch.device) -> None:
