@@ -68,7 +68,7 @@ class TrainConfig:
     """The training loop: budget, model size, seed, evaluation cadence, hardware."""
 
     model_size: str = "1m"
-    """A preset of :func:`sfplus_lab.model.model_preset` (``sfplus_lab.model.PRESETS``: "3k" ... "100m")."""
+    """The model's size, a key of ``sfplus_lab.model.PRESETS`` (the bench's sizes too)."""
     tokens: int | None = None
     """Training budget in tokens; exactly one of ``tokens`` and ``tokens_per_param`` is set."""
     tokens_per_param: float | None = None

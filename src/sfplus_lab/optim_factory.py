@@ -54,18 +54,19 @@ PRESET_FIELDS = ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", *
 
 @dataclass(kw_only=True, slots=True)
 class OptimConfig:
-    """Which optimizer and its hyperparameters. Fields left None take the named optimizer's default."""
+    """Which optimizer and its hyperparameters. A field left None takes the named optimizer's default: for
+    sfplus the library's preset (``sfplus.PRESETS[preset]``), for a baseline its ``METHODS`` entry's."""
 
     name: str = "sfplus"
-    """A base entry of ``METHODS``: sfplus, adamw-wsd, adamw-cosine, adamw-linear or sf-adamw."""
+    """A base entry of ``METHODS`` (one of ``OPTIMIZERS``)."""
     preset: str = "robust"
     """sfplus: the library's defaults ("robust") or the paper's exact update ("paper") for fields left None."""
     lr: float | None = None
-    """sfplus: the multiplier gamma of the Polyak step (library default 1.0). Baselines: the peak learning rate."""
+    """sfplus: the multiplier gamma of the Polyak step. Baselines: the peak learning rate."""
     warmup_steps: int = 50
     """Linear warmup, in optimizer steps (a fixed count, never a fraction of the run)."""
     weight_decay: float | None = None
-    """sfplus: AdamC lambda (scaled by alpha^2; library default). Baselines: decoupled AdamW decay (default 0.1)."""
+    """sfplus: AdamC lambda (scaled by alpha^2). Baselines: decoupled AdamW decay."""
     betas: tuple[float, float] = (0.9, 0.95)
     """Adam's (beta1, beta2); for sfplus beta1 is the inner momentum."""
     eps: float = 1e-8
@@ -75,21 +76,20 @@ class OptimConfig:
     sf_beta1_max: float = 0.965
     """sfplus: the value sf_beta1 is annealed to (in log(1 - beta))."""
     sf_beta1_anneal_steps: int | None = None
-    """sfplus: steps over which sf_beta1 anneals to sf_beta1_max; 0 turns annealing off (library default)."""
+    """sfplus: steps over which sf_beta1 anneals to sf_beta1_max; 0 turns annealing off."""
     polyak_beta: float | None = None
-    """sfplus: EMA of the gradient's L1 norm in the Polyak denominator (library default)."""
+    """sfplus: EMA of the gradient's L1 norm in the Polyak denominator."""
     c_warmup: int | None = None
-    """sfplus: steps during which the average x follows z; None = 2 * warmup_steps (the paper's advice; 100 at
-    the default warmup, the library's default)."""
+    """sfplus: steps during which the average x follows z; None = 2 * warmup_steps (the paper's advice)."""
     max_inner: float | str | None = None
-    """sfplus: safeguard, I <= max_inner * (F - f*) (None: library default; ``OFF``: none; docs/algorithm.md)."""
+    """sfplus: safeguard, I <= max_inner * (F - f*); ``OFF`` ("off") turns it off (docs/algorithm.md)."""
     max_step_growth: float | str | None = None
-    """sfplus: safeguard, the Polyak factor grows at most this fraction per step (None: library default; OFF)."""
+    """sfplus: safeguard, the Polyak factor grows at most this fraction per step; ``OFF`` ("off") turns it off."""
     max_step_ratio: float | str | None = None
-    """sfplus: safeguard, the Polyak factor never exceeds this times its first value (None: library default;
-    OFF)."""
+    """sfplus: safeguard, the Polyak factor never exceeds this times its first value; ``OFF`` ("off") turns it
+    off."""
     bounded_decay: bool | None = None
-    """sfplus: safeguard, AdamC decay in its implicit form alpha^2 lambda / (1 + alpha^2 lambda) (library default)."""
+    """sfplus: safeguard, AdamC decay in its implicit form alpha^2 lambda / (1 + alpha^2 lambda)."""
     r: float = 1.0
     """sfplus / sf-adamw: polynomial averaging power."""
     weight_lr_power: float = 2.0

@@ -1,7 +1,8 @@
 """``sfplus train``: parse flags -> recipe + overrides -> Trainer -> run -> report where everything is.
 
-Flags default to None so that only the flags a user typed override the recipe (or, with ``--resume``, the
-run's saved config). Values are parsed here, not by argparse, so a bad value is one ``UserError`` line.
+Every config field has a flag, generated from the config dataclasses (``FLAGS``, ``sfplus_lab.flags``). Flags
+default to None so that only the flags a user typed override the recipe (or, with ``--resume``, the run's
+saved config). Values are parsed here, not by argparse, so a bad value is one ``UserError`` line.
 """
 
 from __future__ import annotations
@@ -16,47 +17,43 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
-from .config import RunConfig
+from .config import CheckpointConfig, DataConfig, OptimConfig, RunConfig, TrainConfig
 from .errors import UserError
+from .flags import Flag, flags_for, parse_value
 from .model import PRESETS
-from .optim_factory import METHODS, OFF, PRESET_FIELDS
+from .optim_factory import METHODS, PRESET_FIELDS
 from .recipes import RECIPES, get_recipe
 
-#: flag -> (config section, field, parser kind, help)
-FLAGS: dict[str, tuple[str, str, str, str]] = {
-    "--tokens": ("train", "tokens", "count", "training budget in tokens, e.g. 300000, 300k, 2M (default 1.2M)"),
-    "--tokens-per-param": ("train", "tokens_per_param", "float", "training budget in tokens per parameter"),
-    "--model": ("train", "model_size", "str", f"model size: {', '.join(PRESETS)} (default 1m)"),
-    "--optimizer": ("optim", "name", "str", f"{', '.join(METHODS)} (default sfplus)"),
-    "--lr": ("optim", "lr", "float", "sfplus: step multiplier gamma (library default 1.0); baselines: peak LR"),
-    "--warmup-steps": ("optim", "warmup_steps", "int", "linear warmup in steps (default 50)"),
-    "--weight-decay": ("optim", "weight_decay", "float", "sfplus: AdamC lambda (library default 10); AdamW: 0.1"),
-    "--preset": ("optim", "preset", "str", "sfplus: defaults for the settings not given: robust (the library's) or "
-                 "paper (the paper's exact update, every safeguard off)"),
-    "--polyak-beta": ("optim", "polyak_beta", "float", "sfplus: EMA of ||g||_1 in the Polyak denominator"),
-    "--c-warmup": ("optim", "c_warmup", "int", "sfplus: steps the average follows z (default 2x warmup)"),
-    "--sf-beta1-anneal-steps": ("optim", "sf_beta1_anneal_steps", "int", "sfplus: steps of beta annealing"),
-    "--max-inner": ("optim", "max_inner", "float|off", "sfplus: safeguard, I <= max_inner * (F - f*); off: none"),
-    "--max-step-growth": ("optim", "max_step_growth", "float|off", "sfplus: safeguard, per-step growth bound of P"),
-    "--max-step-ratio": ("optim", "max_step_ratio", "float|off", "sfplus: safeguard, P <= ratio * its first value"),
-    "--max-step": ("optim", "max_step", "float", "sfplus: cap on the step alpha"),
-    "--r": ("optim", "r", "float", "sfplus / sf-adamw: averaging power r (default 1)"),
-    "--seed": ("train", "seed", "int", "seed for the initialisation and the batches (default 0)"),
-    "--batch-size": ("data", "batch_size", "int", "sequences per step (default 16)"),
-    "--seq-len": ("data", "seq_len", "int", "tokens per sequence (default 128)"),
-    "--tokenizer": ("data", "tokenizer", "str", "byte (default) or bpe"),
-    "--vocab-size": ("data", "vocab_size", "int", "BPE vocabulary size"),
-    "--checkpoint-every": ("checkpoint", "every", "int", "save a checkpoint every N steps (0 = only at the end)"),
-    "--keep-checkpoints": ("checkpoint", "keep", "int", "how many recent checkpoints to keep (>= 2)"),
-    "--eval-every": ("train", "eval_every", "int", "evaluate the validation loss at x every N steps"),
-    "--evals-per-decade": ("train", "evals_per_decade", "int",
-                           "also evaluate at N log-spaced steps per decade after --eval-every, for sfplus predict "
-                           "(default 20; 0 = only every --eval-every steps)"),
-    "--eval-batches": ("train", "eval_batches", "int", "at most N validation batches per source"),
-    "--device": ("train", "device", "str", "auto (default), cpu or cuda"),
-    "--cache-dir": ("data", "cache_dir", "str", "token cache folder (default $SFPLUS_CACHE or ~/.cache/sfplus)"),
-}
-METAVARS = {"--model": "SIZE", "--optimizer": "NAME", "--tokenizer": "KIND", "--device": "DEVICE", "--cache-dir": "DIR"}
+
+def _flags() -> dict[str, Flag]:
+    """Every flag that sets a config field, generated from the config dataclasses (``flags.flags_for``): the
+    field's docstring is the help, its annotation the type, the default recipe's value the default shown."""
+    recipe = get_recipe("default")
+    optim_defaults = recipe.optim.resolved()
+    sections = [
+        flags_for(DataConfig, "data", skip=("paths",), defaults=recipe.data,  # paths: --data
+                  metavars={"tokenizer": "KIND", "cache_dir": "DIR"}),
+        flags_for(OptimConfig, "optim", renames={"name": "--optimizer"}, defaults=optim_defaults,
+                  notes={"name": f"--optimizer takes any entry: {', '.join(METHODS)} (a variant is its base "
+                         "with its fixed fields; flags typed as well win)."},
+                  default_notes={name: "for sfplus, from its preset" for name in PRESET_FIELDS}),
+        flags_for(TrainConfig, "train", renames={"model_size": "--model"}, kinds={"tokens": "count"},
+                  skip=("compile", "progress"), defaults=recipe.train,  # --compile, --no-progress
+                  notes={"model_size": f"One of {', '.join(PRESETS)}.", "tokens": "Takes k, M, G: 300k, 2M."},
+                  metavars={"model_size": "SIZE", "device": "DEVICE"}),
+        flags_for(CheckpointConfig, "checkpoint", renames={"every": "--checkpoint-every", "keep": "--keep-checkpoints"},
+                  defaults=recipe.checkpoint),
+    ]
+    table: dict[str, Flag] = {}
+    for flag in (f for section in sections for f in section):
+        if flag.flag in table:
+            raise TypeError(f"two config fields map to {flag.flag}: rename one in train._flags")
+        table[flag.flag] = flag
+    return table
+
+
+#: flag -> the config field it sets (``flags.Flag``), for every field a flag can set
+FLAGS: dict[str, Flag] = _flags()
 #: settings a resumed run may change (they do not alter the optimisation path's definition)
 RESUME_MAY_CHANGE = {
     "train.eval_every", "train.evals_per_decade", "train.eval_batches", "train.log_every", "train.progress",
@@ -79,8 +76,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--data", nargs="+", metavar="PATH", help="text files or folders (default: built-in text)")
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe>-<UTC time>)")
-    for flag, (_, _, kind, help_text) in FLAGS.items():
-        parser.add_argument(flag, metavar=METAVARS.get(flag, "N" if kind in ("int", "count") else "X"), help=help_text)
+    for flag in FLAGS.values():
+        parser.add_argument(flag.flag, metavar=flag.metavar, help=flag.help)
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--recipe", metavar="NAME", help=f"named run to start from: {', '.join(RECIPES)}")
@@ -88,32 +85,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace the run files already in --out")
 
 
-def _parse(flag: str, kind: str, text: str) -> Any:
-    if kind == "float|off" and text.strip().lower() == OFF:
-        return OFF
-    try:
-        if kind == "int":
-            return int(text)
-        if kind in ("float", "float|off"):
-            return float(text)
-        if kind == "count":
-            scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
-            value = float(text[:-1] if scale > 1 else text) * scale
-            if value != int(value):
-                raise ValueError
-            return int(value)
-    except ValueError:
-        raise UserError(f"{flag} needs {'an integer' if kind != 'float' else 'a number'}, got {text!r}") from None
-    return text
-
-
 def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
     """The config with every flag the user typed applied (each section re-validated)."""
     changes: dict[str, dict[str, Any]] = {"data": {}, "optim": {}, "train": {}, "checkpoint": {}}
-    for flag, (section, field, kind, _) in FLAGS.items():
-        text = getattr(args, flag[2:].replace("-", "_"))
+    for flag in FLAGS.values():
+        text = getattr(args, flag.dest)
         if text is not None:
-            changes[section][field] = _parse(flag, kind, text)
+            changes[flag.section][flag.field] = parse_value(flag.flag, flag.kind, text)
     if "name" in changes["optim"]:
         _apply_method(changes["optim"])
     if "preset" in changes["optim"]:
