@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
+from sfplus_lab.atomic import write_atomic
 from sfplus_lab.bench.analysis import crossing_tokens
 from sfplus_lab.bench.config import SFPLUS_CONFIGS, BenchConfig
 from sfplus_lab.bench.meta import run_meta
@@ -43,9 +44,7 @@ def _run(args: tuple) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     record = run_job(job, cfg)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(record))
     return record
 
 

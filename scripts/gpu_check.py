@@ -152,9 +152,9 @@ class Partial:
         self.data: dict[str, Any] = {}
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str))
-        tmp.replace(self.path)
+        from sfplus_lab.atomic import write_atomic  # src/ is on the path of every part's process
+
+        write_atomic(self.path, json.dumps(self.data, indent=1, default=str))
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -702,8 +702,9 @@ def _train_one(plan: dict[str, Any], optimizer: str, run_dir: Path, seconds: flo
                finished=proc.returncode == 0)
     output = log_path.read_text(errors="replace")
     run["log_tail"] = _tail(output, 1500)
-    metrics = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    from sfplus_lab.metrics import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval" and "val_loss" in r]
     tokens_per_step = cfg["batch_size"] * cfg["seq_len"]
@@ -819,9 +820,9 @@ def _log_section_tail(log_name: str, part: str) -> str:
 
 
 def write_outputs(doc: dict[str, Any], out: Path) -> None:
-    tmp = out / "gpu_check.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    tmp.replace(out / "gpu_check.json")
+    from sfplus_lab.atomic import write_atomic  # main() put this checkout's src/ on the path
+
+    write_atomic(out / "gpu_check.json", json.dumps(doc, indent=1, default=str) + "\n")
     try:
         text = render_markdown(doc)
     except Exception as exc:  # the summary must never cost the JSON or the parts still to run

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..model import PRESETS, ModelConfig
+from ..model import PRESETS, ModelConfig, model_preset
 from ..optim_factory import METHODS, is_tuned
 
 __all__ = ["BASELINES", "BENCH_SIZES", "SFPLUS_CONFIGS", "BenchConfig", "baselines", "fixed_configs", "quick_config",
@@ -45,11 +45,8 @@ BENCH_SIZES: dict[str, tuple[int, int, int]] = PRESETS
 
 
 def model_config(size: str, vocab_size: int, seq_len: int) -> ModelConfig:
-    """The model of a named benchmark size."""
-    if size not in BENCH_SIZES:
-        raise UserError(f"unknown benchmark size {size!r}; choose from {', '.join(BENCH_SIZES)}")
-    n_layer, n_head, d_model = BENCH_SIZES[size]
-    return ModelConfig(vocab_size=vocab_size, seq_len=seq_len, n_layer=n_layer, n_head=n_head, d_model=d_model)
+    """The model of a named benchmark size: ``sfplus_lab.model.model_preset``, the one size registry."""
+    return model_preset(size, vocab_size, seq_len)
 
 
 @dataclass(kw_only=True, slots=True)
