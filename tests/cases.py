@@ -57,17 +57,12 @@ ALL_FEATURES: dict[str, Any] = dict(
 
 @dataclass(frozen=True)
 class OptimizerCase:
-    """One constructor setting. Flags say what the setting supports, so tests can select by capability."""
+    """One constructor setting, and what a test can tell from it (``anneals``). Every setting has a
+    multi-tensor path, needs the loss and refuses complex parameters, so no flag says so."""
 
     desc: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    #: the fast class has a multi-tensor path for this setting
-    supports_foreach: bool = True
-    #: step() needs the loss F (every Polyak setting does)
-    needs_loss: bool = True
-    #: complex parameters are supported (none are yet: a TypeError)
-    supports_complex: bool = False
-    #: β̃ changes from step to step, so a frozen parameter's y is rebuilt (test_parity selects on it)
+    #: β̃ changes from step to step, so a frozen parameter's y is rebuilt (test_parity checks both ways)
     anneals: bool = False
 
     def make(self, cls: type, params: Any, **overrides: Any) -> torch.optim.Optimizer:

@@ -7,10 +7,15 @@ import math
 
 import pytest
 
-pytest.importorskip("matplotlib")
+from sfplus_lab import plots
+from sfplus_lab.bench.plots import anytime_ylim
 
-from sfplus_lab import plots  # noqa: E402
-from sfplus_lab.bench.plots import anytime_ylim  # noqa: E402
+
+@pytest.fixture
+def plt():
+    """pyplot, for the figure tests only (the range arithmetic below needs no matplotlib)."""
+    pytest.importorskip("matplotlib")
+    return plots._pyplot()
 
 
 def _rows(steps: int = 300, per_step: int = 2048) -> list[dict]:
@@ -23,8 +28,7 @@ def _rows(steps: int = 300, per_step: int = 2048) -> list[dict]:
     return rows
 
 
-def test_loss_figure_has_a_log_panel_and_a_zoom_on_the_second_half():
-    plt = plots._pyplot()
+def test_loss_figure_has_a_log_panel_and_a_zoom_on_the_second_half(plt):
     fig = plots._loss_figure(plt, _rows(), "t")
     try:
         whole, zoom = fig.axes
@@ -37,8 +41,7 @@ def test_loss_figure_has_a_log_panel_and_a_zoom_on_the_second_half():
         plt.close(fig)
 
 
-def test_step_size_is_against_tokens_like_the_loss():
-    plt = plots._pyplot()
+def test_step_size_is_against_tokens_like_the_loss(plt):
     fig = plots._step_figure(plt, _rows(), "t")
     try:
         (ax,) = fig.axes

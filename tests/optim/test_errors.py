@@ -88,7 +88,7 @@ def test_named_parameters_are_accepted(cls, gen):
 
 
 @pytest.mark.parametrize("cls", CLASSES)
-@pytest.mark.parametrize("case", case_params(tuple(c for c in OPTIMIZER_CASES[:3] if not c.supports_complex)))
+@pytest.mark.parametrize("case", case_params(OPTIMIZER_CASES[:3]))
 def test_complex_params_are_refused(cls, case: OptimizerCase, gen):
     p = torch.nn.Parameter(torch.randn(3, generator=gen, dtype=torch.complex64))
     with pytest.raises(TypeError, match=rf"{cls.__name__} does not support complex parameters yet"):
@@ -128,7 +128,7 @@ def test_step_in_eval_mode_raises(cls, gen):
 
 
 @pytest.mark.parametrize("cls", CLASSES)
-@pytest.mark.parametrize("case", case_params(tuple(c for c in OPTIMIZER_CASES if c.needs_loss)))
+@pytest.mark.parametrize("case", case_params())
 def test_missing_loss_names_both_ways(cls, case: OptimizerCase, gen):
     p = _param(gen, 4)
     opt = case.make(cls, [p])

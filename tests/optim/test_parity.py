@@ -97,7 +97,7 @@ def test_fast_matches_reference(case: OptimizerCase):
     assert ref[-1]["stats"]["alpha"] > 0
 
 
-@pytest.mark.parametrize("case", case_params(tuple(c for c in OPTIMIZER_CASES if c.supports_foreach)))
+@pytest.mark.parametrize("case", case_params())
 def test_foreach_matches_forloop_bitwise(case: OptimizerCase):
     loop = _run(cases.ScheduleFreePlus, case, foreach=False, seed=1)
     multi = _run(cases.ScheduleFreePlus, case, foreach=True, seed=1)
