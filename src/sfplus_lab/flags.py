@@ -9,6 +9,7 @@ Values reach the program as text and are parsed by :func:`parse_value`, so a bad
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import inspect
@@ -22,7 +23,7 @@ from typing import Any
 from .errors import UserError
 from .optim_factory import OFF  # the text that turns a safeguard off
 
-__all__ = ["Flag", "field_docs", "flags_for", "parse_value"]
+__all__ = ["Flag", "add_field_arguments", "field_docs", "flags_for", "parse_value"]
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "0")
 
@@ -117,14 +118,42 @@ def _plain(text: str) -> str:
     return re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "")
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, sep: str = ",") -> str:
     if isinstance(value, tuple):
-        return ",".join(f"{v:g}" for v in value)
+        return sep.join(_show(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
         return f"{value:,}"
     return str(value)
+
+
+def add_field_arguments(
+    parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...], *, defaults: Any = None,
+    default_notes: dict[str, str] | None = None, options: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """``--field-name`` for each field in ``names`` of dataclass ``cls``, parsed by argparse (lists as
+    ``nargs="+"``, numbers with their type, from the annotation), default None so that only typed flags
+    override; the help is the field's docstring plus "(default: ...)" from ``defaults`` and
+    ``default_notes``. ``options``: field -> further ``add_argument`` keywords (choices, metavar, nargs)."""
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    default_notes, options = default_notes or {}, options or {}
+    for name in names:
+        hint = hints[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+            hint = args[0]
+        kwargs: dict[str, Any] = {}
+        if typing.get_origin(hint) is tuple:
+            kwargs["nargs"], hint = "+", typing.get_args(hint)[0]
+        if hint in (int, float):
+            kwargs["type"] = hint
+        help_text = _plain(docs[name])
+        if defaults is not None:
+            note = f", {default_notes[name]}" if name in default_notes else ""
+            help_text = f"{help_text} (default: {_show(getattr(defaults, name), sep=' ')}{note})"
+        kwargs.update(options.get(name, {}))
+        parser.add_argument("--" + name.replace("_", "-"), default=None, help=help_text.replace("%", "%%"), **kwargs)
 
 
 def parse_value(flag: str, kind: str, text: str) -> Any:

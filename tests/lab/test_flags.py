@@ -101,3 +101,37 @@ def test_values_parse(kind: str, text: str, value) -> None:
 def test_a_bad_value_is_one_line_naming_the_flag(kind: str, text: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
         parse_value("--x", kind, text)
+
+
+def test_field_arguments_take_type_and_list_shape_from_the_annotation() -> None:
+    import argparse
+
+    from sfplus_lab.flags import add_field_arguments
+
+    @dataclass
+    class Bench:
+        sizes: tuple[str, ...] = ("a",)
+        """Sizes."""
+        budgets: tuple[float, ...] = (1.0, 2.5)
+        """Budgets."""
+        seeds: int = 2
+        """Seeds."""
+
+    parser = argparse.ArgumentParser()
+    add_field_arguments(parser, Bench, ("sizes", "budgets", "seeds"), defaults=Bench(),
+                        default_notes={"seeds": "1 when quick"})
+    args = parser.parse_args(["--budgets", "3", "0.5", "--sizes", "x", "y"])
+    assert (args.sizes, args.budgets, args.seeds) == (["x", "y"], [3.0, 0.5], None)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert helps["budgets"] == "Budgets. (default: 1 2.5)" and helps["seeds"] == "Seeds. (default: 2, 1 when quick)"
+
+
+def test_bench_flags_set_their_config_fields() -> None:
+    from sfplus_lab.bench.command import _config_from_args
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["bench", "--out", "o", "--device", "cpu", "--batch-size", "5", "--budgets", "1", "4",
+                              "--sfplus-extra", "--lr-grid", "1", "2", "--long-sweep", "one-sided"])
+    cfg = _config_from_args(args)
+    assert (cfg.batch_size, cfg.budgets, cfg.sfplus_extra, cfg.lr_grid, cfg.long_sweep) == (
+        5, (1.0, 4.0), (), (1, 2), "one-sided")

@@ -25,6 +25,7 @@ import torch
 from ..atomic import write_atomic
 from ..data import evaluable_sources
 from ..errors import UserError
+from ..flags import add_field_arguments
 from .analysis import format_summary, summarize
 from .config import BENCH_SIZES, BenchConfig, baselines, fixed_configs, quick_config
 from .meta import run_meta
@@ -38,42 +39,30 @@ _RUN_FIELDS = ("batch_size", "seq_len", "evals_per_decade", "baseline_evals_per_
                "first_eval_tpp", "data", "tokenizer", "device", "lr_base")
 
 
+#: The ``BenchConfig`` fields that have a flag of the same name; their help is the field's docstring.
+_FIELD_FLAGS = ("sizes", "budgets", "baselines", "seeds", "sfplus_extra", "extra_seeds", "lr_grid", "long_sweep",
+                "long_max_extensions", "long_seed_baselines", "batch_size", "seq_len", "workers", "tokenizer")
+
+
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (results.json, figures, runs/); reruns resume")
     parser.add_argument("--data", nargs="+", default=None, metavar="PATH",
                         help="text files/folders, or 'debian' for the fetched corpus (default: built-in text)")
     parser.add_argument("--quick", action="store_true",
                         help="a few-minute smoke run (3k-param model, budgets 2/5/10 tok/param); same results schema")
-    parser.add_argument("--sizes", nargs="+", default=None, choices=list(BENCH_SIZES),
-                        help="model sizes (default: 6k on CPU, 250k on CUDA)")
-    parser.add_argument("--budgets", nargs="+", type=float, default=None,
-                        help="token budgets in tokens per parameter (default 20 100 1000)")
-    parser.add_argument("--baselines", nargs="+", default=None, choices=baselines(), metavar="NAME",
-                        help=f"baselines to sweep, each over learning rates (default all: {', '.join(baselines())}); "
-                        "ScheduleFree+ always runs")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds for SF+ and the best-LR cells (default 2)")
-    parser.add_argument("--sfplus-extra", nargs="*", default=None, choices=fixed_configs(),
-                        help="further fixed ScheduleFree+ configurations to compare (default sfplus-gamma1)")
-    parser.add_argument("--extra-seeds", type=int, default=None,
-                        help="seeds for each --sfplus-extra configuration (default 1)")
-    parser.add_argument("--lr-grid", nargs="+", type=int, default=None, metavar="K",
-                        help="initial grid exponents: lr = 1e-3 * 2**K (default 2..5)")
-    parser.add_argument("--long-sweep", choices=("two-sided", "one-sided"), default=None,
-                        help="the longest budget's LR sweep starts from the short budgets' best k and k-1 and "
-                        "extends until the best is bracketed: two-sided (both neighbours measured; default) or "
-                        "one-sided (only towards lower LRs)")
-    parser.add_argument("--long-max-extensions", type=int, default=None,
-                        help="grid points the longest budget's sweep may add beyond its two starting LRs (default 2)")
-    parser.add_argument("--long-seed-baselines", nargs="*", default=None, choices=baselines(),
-                        help="baselines whose best long-budget LR gets the extra seeds (default adamw-wsd)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="sequences per step (default 32; 8 with --quick, 64 on CUDA)")
-    parser.add_argument("--seq-len", type=int, default=None,
-                        help="tokens per sequence (default 64; 32 with --quick, 128 on CUDA)")
-    parser.add_argument("--workers", type=int, default=None, help="processes at once (default 2; 1 in --quick)")
+    add_field_arguments(
+        parser, BenchConfig, _FIELD_FLAGS, defaults=BenchConfig(),
+        default_notes={"sizes": "250k on CUDA", "batch_size": "8 with --quick, 64 on CUDA",
+                       "seq_len": "32 with --quick, 128 on CUDA", "workers": "1 with --quick"},
+        options={"sizes": {"choices": list(BENCH_SIZES)},
+                 "baselines": {"choices": baselines(), "metavar": "NAME"},
+                 "sfplus_extra": {"nargs": "*", "choices": fixed_configs()},
+                 "long_seed_baselines": {"nargs": "*", "choices": baselines()},
+                 "lr_grid": {"metavar": "K"},
+                 "long_sweep": {"choices": ("two-sided", "one-sided")},
+                 "tokenizer": {"choices": ("byte", "bpe")}},
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--tokenizer", choices=("byte", "bpe"), default=None,
-                        help="byte (default: 256 ids, no training) or bpe (trained locally on the training text)")
     parser.add_argument("--analyze-only", action="store_true",
                         help="do not train: rebuild results.json and figures from the runs already in --out")
 
@@ -85,13 +74,8 @@ def _config_from_args(args: argparse.Namespace) -> BenchConfig:
     overrides: dict[str, Any] = {"device": device}
     if device.startswith("cuda") and not args.quick:
         overrides.update(sizes=("250k",), batch_size=64, seq_len=128, eval_tokens=131072)
-    mapping = {"sizes": "sizes", "budgets": "budgets", "baselines": "baselines", "seeds": "seeds",
-               "extra_seeds": "extra_seeds", "sfplus_extra": "sfplus_extra",
-               "lr_grid": "lr_grid", "long_sweep": "long_sweep", "long_seed_baselines": "long_seed_baselines",
-               "long_max_extensions": "long_max_extensions",
-               "batch_size": "batch_size", "seq_len": "seq_len", "workers": "workers", "tokenizer": "tokenizer"}
-    for arg, fld in mapping.items():
-        value = getattr(args, arg)
+    for fld in _FIELD_FLAGS:
+        value = getattr(args, fld)
         if value is not None:
             overrides[fld] = tuple(value) if isinstance(value, list) else value
     if args.data is not None:
