@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections.abc
 import dataclasses
 import inspect
 import re
@@ -144,7 +145,7 @@ def add_field_arguments(
         if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
             hint = args[0]
         kwargs: dict[str, Any] = {}
-        if typing.get_origin(hint) is tuple:
+        if typing.get_origin(hint) in (tuple, list, collections.abc.Sequence):
             kwargs["nargs"], hint = "+", typing.get_args(hint)[0]
         if hint in (int, float):
             kwargs["type"] = hint

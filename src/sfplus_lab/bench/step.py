@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_atomic
+from ..flags import add_field_arguments
 from ..optim_factory import needs_loss, step
 from .meta import run_meta
 from .step_math import SHAPES, add_ratios, check_targets, format_table, gpt_param_shapes, quantile
@@ -282,16 +284,16 @@ def run_step_benchmark(cfg: StepBenchConfig) -> dict[str, Any]:
     }
 
 
+#: The ``StepBenchConfig`` fields that have a flag of the same name; their help is the field's docstring.
+_FIELD_FLAGS = ("sizes", "methods", "repeats", "warmup", "threads", "max_gb", "seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Time one optimizer step: ScheduleFree+ vs AdamW and SF-AdamW.")
-    parser.add_argument("--sizes", nargs="+", default=list(StepBenchConfig().sizes), choices=sorted(SHAPES))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-gb", type=float, default=6.0)
-    parser.add_argument("--seed", type=int, default=0)
+    add_field_arguments(parser, StepBenchConfig, _FIELD_FLAGS, defaults=StepBenchConfig(),
+                        options={"sizes": {"choices": sorted(SHAPES)}, "methods": {"choices": list(METHODS)}})
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--no-memory", action="store_true", help="skip the profiled peak-memory step")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     return parser
@@ -299,10 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = {name: getattr(args, name) for name in _FIELD_FLAGS if getattr(args, name) is not None}
     try:
-        cfg = StepBenchConfig(sizes=tuple(args.sizes), methods=tuple(args.methods), device=args.device,
-                              repeats=args.repeats, warmup=args.warmup, threads=args.threads, max_gb=args.max_gb,
-                              seed=args.seed, measure_memory=not args.no_memory)
+        cfg = StepBenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()},
+                              device=args.device, measure_memory=not args.no_memory)
     except ValueError as exc:
         print(f"optimizer_step: error: {exc}")
         return 2
@@ -313,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'met' if t['met'] else 'NOT met'}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        write_atomic(args.out, json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.out}")
     return 0
 
