@@ -68,7 +68,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (robust 50).
         sf_beta1: β_sf, the interpolation weight of y between x and z, in (0, 1) (0.9).
         sf_beta1_max: β_max, the value β̃ is annealed to (0.965).
-        sf_beta1_anneal_steps: T_anneal, steps of log-space annealing; 0 disables it (robust 1000).
+        sf_beta1_anneal_steps: T_anneal, steps of log-space annealing; 0 disables it (robust 0, which
+            measured better than the paper's 1000 on every problem of benchmarks/RESULTS.md).
         polyak_beta: β_p, EMA of the L1 norm; 0.9 smooths noisy steps (robust 0.9, paper 0).
         c_warmup: C_warmup, steps during which x follows z exactly; 1-2x ``warmup_steps`` (robust 100).
         r: averaging power; 1 for long runs (robust 1, paper 0).

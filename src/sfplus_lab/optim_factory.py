@@ -49,7 +49,10 @@ __all__ = [
 OFF = "off"
 _SAFEGUARDS = ("max_inner", "max_step_growth", "max_step_ratio")
 #: sfplus fields whose None means "the preset's value" (c_warmup's None means 2 x warmup_steps instead).
-PRESET_FIELDS = ("lr", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", *_SAFEGUARDS, "bounded_decay")
+PRESET_FIELDS = ("lr", "warmup_steps", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", *_SAFEGUARDS,
+                 "bounded_decay")  # fmt: skip
+#: The baselines' linear warmup when ``warmup_steps`` is left None (the bench's tuned runs all used it).
+BASELINE_WARMUP = 50
 
 
 @dataclass(kw_only=True, slots=True)
@@ -63,8 +66,9 @@ class OptimConfig:
     """sfplus: the library's defaults ("robust") or the paper's exact update ("paper") for fields left None."""
     lr: float | None = None
     """sfplus: the multiplier gamma of the Polyak step. Baselines: the peak learning rate."""
-    warmup_steps: int = 50
-    """Linear warmup, in optimizer steps (a fixed count, never a fraction of the run)."""
+    warmup_steps: int | None = None
+    """Linear warmup, in optimizer steps (a fixed count, never a fraction of the run); None: the library's
+    default for sfplus, 50 steps for the baselines."""
     weight_decay: float | None = None
     """sfplus: AdamC lambda (scaled by alpha^2). Baselines: decoupled AdamW decay."""
     betas: tuple[float, float] = (0.9, 0.95)
@@ -110,7 +114,8 @@ class OptimConfig:
             raise UserError(f"unknown optimizer {self.name!r}; choose one of {', '.join(bases)}")
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
-        _check_int("warmup_steps", self.warmup_steps)
+        if self.warmup_steps is not None:
+            _check_int("warmup_steps", self.warmup_steps)
         if self.preset not in ("robust", "paper"):
             raise UserError(f"unknown sfplus preset {self.preset!r}; choose robust or paper")
         if self.sf_beta1_anneal_steps is not None:
@@ -159,13 +164,14 @@ class OptimConfig:
             return replace(
                 self,
                 lr=method.lr if self.lr is None else self.lr,
+                warmup_steps=BASELINE_WARMUP if self.warmup_steps is None else self.warmup_steps,
                 weight_decay=method.weight_decay if self.weight_decay is None else self.weight_decay,
             )
         from sfplus import PRESETS
 
         table = PRESETS[self.preset]
         values = {f: table[f] if getattr(self, f) is None else getattr(self, f) for f in PRESET_FIELDS}
-        values["c_warmup"] = 2 * self.warmup_steps if self.c_warmup is None else self.c_warmup
+        values["c_warmup"] = 2 * values["warmup_steps"] if self.c_warmup is None else self.c_warmup
         return replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -445,8 +451,8 @@ def _variant(base: Method, name: str, config: Mapping[str, Any], color: str | No
 
 #: The paper's exact update (every safeguard off) with the paper's LLM settings as the lab used them in 0.1.0
 #: (gamma 1, warmup 50, lambda 10, beta annealed over 1000 steps, polyak_beta 0.9, c_warmup 100, r 1).
-_PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "weight_decay": 10.0, "sf_beta1_anneal_steps": 1000,
-                              "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
+_PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "warmup_steps": 50, "weight_decay": 10.0,
+                              "sf_beta1_anneal_steps": 1000, "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
 _LEAN: dict[str, Any] = {"max_inner": 0.0, "max_step_growth": 0.05, "max_step_ratio": 1.0, "bounded_decay": True,
                          "warmup_steps": 50, "lr": 1.0, "weight_decay": 0.0, "c_warmup": 0, "r": 0.0}  # fmt: skip
 _SFPLUS = Method("sfplus", build=_unscheduled(_build_sfplus), polyak=True, color="black", label="SF+")

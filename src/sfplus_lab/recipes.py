@@ -17,7 +17,7 @@ __all__ = ["RECIPES", "get_recipe", "default", "tiny", "bench"]
 
 #: The lab's ScheduleFree+ configuration of version 0.1.0: the paper's exact update (no safeguards) with the
 #: paper's LLM settings and gamma = 0.3 (``--preset paper --lr 0.3 ...``), kept for comparisons.
-LAB_V1 = dict(preset="paper", lr=0.3, weight_decay=10.0, sf_beta1_anneal_steps=1000, polyak_beta=0.9)
+LAB_V1 = dict(preset="paper", lr=0.3, warmup_steps=50, weight_decay=10.0, sf_beta1_anneal_steps=1000, polyak_beta=0.9)
 
 
 def default() -> RunConfig:

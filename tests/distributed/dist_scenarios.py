@@ -323,7 +323,7 @@ def lab_config(world: int, num_steps: int = LAB_STEPS) -> Any:
     # to 5e-4 of the loss by step 10, past the 1e-4 this check allows; the 0.1.0 setting (gamma = 0.3) stays
     # within it. (The optimizer's own exactness under DDP is checked in float64 by test_distributed's
     # optimizer scenarios.)
-    optim = OptimConfig(warmup_steps=cfg.optim.warmup_steps, **LAB_V1)
+    optim = OptimConfig(**{**LAB_V1, "warmup_steps": cfg.optim.warmup_steps})
     return replace(cfg, data=data, train=train, optim=optim, checkpoint=replace(cfg.checkpoint, every=6))
 
 

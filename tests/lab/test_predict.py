@@ -176,7 +176,7 @@ def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest
     """``sfplus predict`` once failed on the README's own run (1 evaluation in steps 101..175).
 
     The README's command (the default recipe) with a 50k model and 600k tokens (293 steps, ~12 s): its
-    log-spaced evaluations give the default fit enough points after the warm start (c_warmup = 100).
+    log-spaced evaluations give the default fit enough points after the warm start (the library's c_warmup).
     """
     import torch
 
@@ -191,5 +191,8 @@ def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest
     capsys.readouterr()
     assert main(["predict", str(run), "--json"]) == 0
     p = json.loads(capsys.readouterr().out)
-    assert p["target_step"] == 293 and p["fit_from_step"] == 101 and p["fit"]["num_points"] >= 4
+    from sfplus import PRESETS
+
+    assert p["target_step"] == 293 and p["fit_from_step"] == PRESETS["robust"]["c_warmup"] + 1
+    assert p["fit"]["num_points"] >= 4
     assert p["actual"] is not None and p["stderr"] is not None and abs(p["rel_error"]) < 0.2

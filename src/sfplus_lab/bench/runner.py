@@ -288,6 +288,6 @@ def _evals_per_decade(cfg: BenchConfig, job: Job) -> int:
 
 def _wsd_decay_steps(total: int, cfg: BenchConfig, job: Job) -> int:
     """Cooldown length of a WSD run of ``total`` steps, as the lab's schedule computes it (20% of the run)."""
-    ocfg = _optim_config(job)
+    ocfg = _optim_config(job).resolved()
     warmup = min(ocfg.warmup_steps, total)
     return min(round(ocfg.cooldown_frac * total), total - warmup)
