@@ -474,6 +474,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
     _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),
+    # the default until the fourth session: beta annealed over 1000 steps, as the paper advises for LLMs
+    _variant(_SFPLUS, "sfplus-anneal1000", {"sf_beta1_anneal_steps": 1000}, "darkgray"),
     # candidates: the paper's reference defaults plus the four safeguards and a 50-step warmup (with and without
     # AdamC decay on the matrices)
     _variant(_SFPLUS, "sfplus-lean", {"preset": "paper", **_LEAN}, "tab:olive"),
