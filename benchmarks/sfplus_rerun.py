@@ -12,6 +12,13 @@ next to every method of the file, and time-to-target against each baseline's fin
         --configs sfplus --seeds 4 --out benchmarks/results/rerun_6k
 
 Runs are cached in ``<out>/runs/`` and reused, so an interrupted rerun resumes.
+
+Probes: ``--variant NAME=JSON`` trains a configuration that is not in the registry (JSON: ``OptimConfig``
+fields over the library's default, ``"off"`` for a safeguard off), and ``--max-budget B`` stops every run at
+the file's horizon for the budgets up to B (a cheap look at the short budgets):
+
+    python benchmarks/sfplus_rerun.py benchmarks/results/quality_cpu_debian/results.json --max-budget 100 \\
+        --variant 'alpha-0.064={"lr": 10000, "max_step": 0.064}' --configs sfplus alpha-0.064 --out DIR
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from sfplus_lab.bench.analysis import crossing_tokens
 from sfplus_lab.bench.config import SFPLUS_CONFIGS, BenchConfig
 from sfplus_lab.bench.meta import run_meta
 from sfplus_lab.bench.runner import Job, run_job
+from sfplus_lab.errors import UserError
+from sfplus_lab.optim_factory import METHODS, add_variant
 
 
 def bench_config(doc: dict) -> BenchConfig:
@@ -61,17 +70,44 @@ def _fmt(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", help="a results.json written by sfplus bench")
-    parser.add_argument("--configs", nargs="+", default=["sfplus"], choices=list(SFPLUS_CONFIGS))
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["sfplus"],
+        help=f"registry configurations ({', '.join(SFPLUS_CONFIGS)}) or --variant names",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="a probe: OptimConfig fields over the library's default, e.g. 'no-anneal={\"sf_beta1_anneal_steps\": 0}'",
+    )
+    parser.add_argument("--max-budget", type=float, help="only the file's budgets up to this many tokens/param")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--sizes", nargs="+", help="sizes of the file to rerun (default: all)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    for spec in args.variant:
+        name, sep, text = spec.partition("=")
+        try:
+            if not sep:
+                raise UserError("expected NAME=JSON")
+            add_variant(name, json.loads(text))
+        except (json.JSONDecodeError, UserError, TypeError) as exc:
+            parser.error(f"--variant {spec!r}: {exc}")
+    known = set(SFPLUS_CONFIGS) | {spec.partition("=")[0] for spec in args.variant}
+    for name in args.configs:
+        if name not in known:
+            parser.error(f"unknown configuration {name!r}; choose from {', '.join(sorted(known))}")
     doc = json.loads(Path(args.results).read_text())
     cfg = bench_config(doc)
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    budgets = sorted(float(b) for b in cfg.budgets)
+    budgets = sorted(float(b) for b in cfg.budgets if args.max_budget is None or b <= args.max_budget)
+    if not budgets:
+        parser.error(f"--max-budget {args.max_budget:g} is below every budget of the file ({cfg.budgets})")
     horizon = max(budgets) * cfg.sfplus_horizon
     sizes = args.sizes or list(doc["sizes"])
     jobs = []
@@ -84,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_meta("cpu")  # the commit and versions this invocation trains with (cached runs keep theirs)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         records = list(pool.map(_run, jobs))
-    report: dict = {"source": args.results, "configs": args.configs, "seeds": args.seeds, "meta": meta, "sizes": {}}
+    report: dict = {"source": args.results, "configs": args.configs, "seeds": args.seeds, "meta": meta, "sizes": {},
+                    "overrides": {name: dict(METHODS[name].config) for name in args.configs}}  # fmt: skip
     lines = []
     for size in sizes:
         block = doc["sizes"][size]
@@ -115,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                   + " |", "|---|---|" + "---|" * len(args.configs)]  # fmt: skip
         for t in block["time_to_target"]:
             b, target = t["budget"], t["target_loss"]
+            if b not in budgets:
+                continue
             row = [f"{b:g}", f"{t['baseline']} {target:.3f}"]
             for config in args.configs:
                 recs = by_config[config]

@@ -41,6 +41,7 @@ __all__ = [
     "set_train_mode",
     "at_x",
     "OFF",
+    "add_variant",
 ]
 
 #: The value that turns a safeguard off (max_inner, max_step_growth, max_step_ratio). None cannot: in an
@@ -488,6 +489,22 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sf-adamw", build=_unscheduled(_build_sf_adamw), tuned=True, lr=2.5e-3, weight_decay=0.1,
            color="tab:purple", label="SF-AdamW"),  # schedulefree's own default lr
 )}  # fmt: skip
+
+
+def add_variant(name: str, config: Mapping[str, Any], base: str = "sfplus") -> Method:
+    """Register a variant of ``base`` for this process (a probe from the command line; permanent variants are
+    entries of ``METHODS`` above). The fields are checked now, so a typo fails before any training."""
+    if name in METHODS:
+        raise UserError(f"method {name!r} already exists; choose another name")
+    if base not in METHODS or METHODS[base].build is None:
+        raise UserError(f"unknown base method {base!r}")
+    method = _variant(METHODS[base], name, config, None)
+    try:
+        method.optim_config().resolved()
+    except TypeError as exc:  # an unknown field
+        raise UserError(f"variant {name!r}: {exc}") from exc
+    METHODS[name] = method
+    return method
 
 
 def is_tuned(name: str) -> bool:

@@ -112,3 +112,25 @@ def test_off_turns_a_safeguard_off_where_none_means_the_default() -> None:
     assert cfg.optim.max_inner == optim_factory.OFF and cfg.optim.max_step_growth == 0.1
     with pytest.raises(Exception, match="max_inner"):
         OptimConfig(max_inner="none")
+
+
+def test_add_variant_registers_a_probe_and_checks_its_fields() -> None:
+    from sfplus_lab.errors import UserError
+    from sfplus_lab.optim_factory import METHODS, add_variant
+
+    try:
+        method = add_variant("probe-no-anneal", {"sf_beta1_anneal_steps": 0, "max_inner": "off"})
+        assert METHODS["probe-no-anneal"] is method and method.base == "sfplus" and not method.tuned
+        resolved = method.optim_config().resolved()
+        assert resolved.sf_beta1_anneal_steps == 0 and resolved.max_inner == "off"
+        with pytest.raises(UserError, match="already exists"):
+            add_variant("probe-no-anneal", {})
+    finally:
+        METHODS.pop("probe-no-anneal", None)
+    with pytest.raises(UserError, match="unexpected keyword argument 'nope'"):
+        add_variant("probe-bad", {"nope": 1})
+    with pytest.raises(UserError, match="lr must be"):
+        add_variant("probe-bad", {"lr": -1.0})
+    with pytest.raises(UserError, match="unknown base"):
+        add_variant("probe-bad", {}, base="adamw-nope")
+    assert "probe-bad" not in METHODS
