@@ -63,3 +63,27 @@ sfplus bench --data debian --sizes 100k --budgets 20 100 --lr-grid 3 4 5 --extra
 python benchmarks/optimizer_step.py --sizes 15m --methods adamw-fused sf-adamw sfplus-default --repeats 30 \
     --out "benchmarks/results/step_cpu_15m_$(date -u +%Y%m%dT%H%M).json"
 python benchmarks/step_floor.py --size 15m --repeats 20
+
+# 11. Third session: the robust default against the committed tuned baselines, and the robustness suite.
+for pair in "quality_cpu_debian rerun_6k" "quality_cpu_debian_20k_1000 rerun_20k" \
+            "quality_cpu_debian_50k rerun_50k" "quality_cpu_debian_100k rerun_100k"; do
+    set -- $pair
+    python benchmarks/sfplus_rerun.py "benchmarks/results/$1/results.json" --configs sfplus --seeds 4 \
+        --out "benchmarks/results/$2"
+done
+python -m sfplus_lab.robust --out benchmarks/results/robust_cpu
+
+# 12. Fourth session: the default without beta annealing (and the previous one beside it at 6.6k), the
+#     suite for both, and the probes of the short budgets (their commands are in each folder's command.txt).
+python benchmarks/sfplus_rerun.py benchmarks/results/quality_cpu_debian/results.json \
+    --configs sfplus sfplus-anneal1000 --seeds 4 --out benchmarks/results/rerun2_6k
+for pair in "quality_cpu_debian_20k_1000 rerun2_20k" "quality_cpu_debian_50k rerun2_50k" \
+            "quality_cpu_debian_100k rerun2_100k"; do
+    set -- $pair
+    python benchmarks/sfplus_rerun.py "benchmarks/results/$1/results.json" --configs sfplus --seeds 4 \
+        --out "benchmarks/results/$2"
+done
+python benchmarks/sfplus_rerun.py benchmarks/results/quality_cpu_debian/results.json \
+    --variant 'c-warmup0={"c_warmup": 0}' --configs sfplus c-warmup0 --seeds 4 --out benchmarks/results/probes_6k_1000
+python -m sfplus_lab.robust --out benchmarks/results/robust_v2 --configs default default-anneal1000 --no-adamw
+for dir in probes_6k probes_20k; do bash -c "$(cat benchmarks/results/$dir/command.txt)"; done
