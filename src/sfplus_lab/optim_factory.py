@@ -50,10 +50,12 @@ __all__ = [
 OFF = "off"
 _SAFEGUARDS = ("max_inner", "max_step_growth", "max_step_ratio")
 #: sfplus fields whose None means "the preset's value" (c_warmup's None means 2 x warmup_steps instead).
-PRESET_FIELDS = ("lr", "warmup_steps", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", *_SAFEGUARDS,
+PRESET_FIELDS = ("lr", "betas", "warmup_steps", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", *_SAFEGUARDS,
                  "bounded_decay")  # fmt: skip
-#: The baselines' linear warmup when ``warmup_steps`` is left None (the bench's tuned runs all used it).
+#: The baselines' linear warmup and Adam betas when ``warmup_steps`` / ``betas`` are left None (the bench's
+#: tuned runs all used them).
 BASELINE_WARMUP = 50
+BASELINE_BETAS = (0.9, 0.95)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -72,8 +74,9 @@ class OptimConfig:
     default for sfplus, 50 steps for the baselines."""
     weight_decay: float | None = None
     """sfplus: AdamC lambda (scaled by alpha^2). Baselines: decoupled AdamW decay."""
-    betas: tuple[float, float] = (0.9, 0.95)
-    """Adam's (beta1, beta2); for sfplus beta1 is the inner momentum."""
+    betas: tuple[float, float] | None = None
+    """Adam's (beta1, beta2); for sfplus beta1 is the inner momentum. None: the library's for sfplus, (0.9, 0.95) for
+    the baselines."""
     eps: float = 1e-8
     """Adam's epsilon."""
     sf_beta1: float = 0.9
@@ -115,6 +118,7 @@ class OptimConfig:
             raise UserError(f"unknown optimizer {self.name!r}; choose one of {', '.join(bases)}")
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
+        betas = () if self.betas is None else self.betas
         if self.warmup_steps is not None:
             _check_int("warmup_steps", self.warmup_steps)
         if self.preset not in ("robust", "paper"):
@@ -127,9 +131,9 @@ class OptimConfig:
             _check_number("lr", self.lr, low=0.0, low_open=True)
         if self.weight_decay is not None:
             _check_number("weight_decay", self.weight_decay, low=0.0)
-        if len(self.betas) != 2:
+        if self.betas is not None and len(betas) != 2:
             raise UserError(f"betas must be two numbers, got {self.betas!r}")
-        for i, beta in enumerate(self.betas):
+        for i, beta in enumerate(betas):
             _check_number(f"betas[{i}]", beta, low=0.0, high=1.0)
         _check_number("eps", self.eps, low=0.0, low_open=True)
         _check_number("sf_beta1", self.sf_beta1, low=0.0, high=1.0, low_open=True)
@@ -166,6 +170,7 @@ class OptimConfig:
                 self,
                 lr=method.lr if self.lr is None else self.lr,
                 warmup_steps=BASELINE_WARMUP if self.warmup_steps is None else self.warmup_steps,
+                betas=BASELINE_BETAS if self.betas is None else self.betas,
                 weight_decay=method.weight_decay if self.weight_decay is None else self.weight_decay,
             )
         from sfplus import PRESETS
@@ -475,8 +480,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
     _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),
-    # the default until the fourth session: beta annealed over 1000 steps, as the paper advises for LLMs
-    _variant(_SFPLUS, "sfplus-anneal1000", {"sf_beta1_anneal_steps": 1000}, "darkgray"),
+    # the default until the fourth session: beta annealed over 1000 steps as the paper advises for LLMs, beta1 0.9
+    _variant(_SFPLUS, "sfplus-anneal1000", {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95)}, "darkgray"),
+    # the default between the fourth session's two changes: no annealing, the paper's inner momentum 0.9
+    _variant(_SFPLUS, "sfplus-beta1-0.9", {"betas": (0.9, 0.95)}, "dimgray"),
     # candidates: the paper's reference defaults plus the four safeguards and a 50-step warmup (with and without
     # AdamC decay on the matrices)
     _variant(_SFPLUS, "sfplus-lean", {"preset": "paper", **_LEAN}, "tab:olive"),
