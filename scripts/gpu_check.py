@@ -123,13 +123,6 @@ def _short(path: str) -> str:
     return path
 
 
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def _child_env(plan: dict[str, Any]) -> dict[str, str]:
     """This checkout's src/ first on the path (works installed or not); one thread per op on the tiny form."""
     env = dict(os.environ)
@@ -564,13 +557,15 @@ def _time_rounds(live: dict, names: list[str], rows: list, phase: str, cfg: dict
             except Exception as exc:
                 row.update(status="error", error=_err(exc))
                 del live[name]
+    from sfplus_lab.bench.step_math import quantile  # src/ is on the path of every part's process
+
     for name in order:
         if name not in live:
             continue
         opt, needs_loss, row = live[name]
         ts = times[name]
         row.update(status="ok", timed_in=phase, median_ms=statistics.median(ts) * 1e3,
-                   p25_ms=_quantile(ts, 0.25) * 1e3, p75_ms=_quantile(ts, 0.75) * 1e3, min_ms=min(ts) * 1e3,
+                   p25_ms=quantile(ts, 0.25) * 1e3, p75_ms=quantile(ts, 0.75) * 1e3, min_ms=min(ts) * 1e3,
                    timed_steps=len(ts))
         if needs_loss:
             with contextlib.suppress(Exception):
