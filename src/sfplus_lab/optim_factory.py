@@ -52,10 +52,6 @@ _SAFEGUARDS = ("max_inner", "max_step_growth", "max_step_ratio")
 #: sfplus fields whose None means "the preset's value" (c_warmup's None means 2 x warmup_steps instead).
 PRESET_FIELDS = ("lr", "betas", "warmup_steps", "weight_decay", "sf_beta1_anneal_steps", "polyak_beta", *_SAFEGUARDS,
                  "bounded_decay")  # fmt: skip
-#: The baselines' linear warmup and Adam betas when ``warmup_steps`` / ``betas`` are left None (the bench's
-#: tuned runs all used them).
-BASELINE_WARMUP = 50
-BASELINE_BETAS = (0.9, 0.95)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -118,7 +114,6 @@ class OptimConfig:
             raise UserError(f"unknown optimizer {self.name!r}; choose one of {', '.join(bases)}")
         if isinstance(self.betas, list):
             self.betas = tuple(self.betas)
-        betas = () if self.betas is None else self.betas
         if self.warmup_steps is not None:
             _check_int("warmup_steps", self.warmup_steps)
         if self.preset not in ("robust", "paper"):
@@ -131,10 +126,11 @@ class OptimConfig:
             _check_number("lr", self.lr, low=0.0, low_open=True)
         if self.weight_decay is not None:
             _check_number("weight_decay", self.weight_decay, low=0.0)
-        if self.betas is not None and len(betas) != 2:
-            raise UserError(f"betas must be two numbers, got {self.betas!r}")
-        for i, beta in enumerate(betas):
-            _check_number(f"betas[{i}]", beta, low=0.0, high=1.0)
+        if self.betas is not None:
+            if len(self.betas) != 2:
+                raise UserError(f"betas must be two numbers, got {self.betas!r}")
+            for i, beta in enumerate(self.betas):
+                _check_number(f"betas[{i}]", beta, low=0.0, high=1.0)
         _check_number("eps", self.eps, low=0.0, low_open=True)
         _check_number("sf_beta1", self.sf_beta1, low=0.0, high=1.0, low_open=True)
         _check_number("sf_beta1_max", self.sf_beta1_max, low=self.sf_beta1, high=1.0)
@@ -169,8 +165,8 @@ class OptimConfig:
             return replace(
                 self,
                 lr=method.lr if self.lr is None else self.lr,
-                warmup_steps=BASELINE_WARMUP if self.warmup_steps is None else self.warmup_steps,
-                betas=BASELINE_BETAS if self.betas is None else self.betas,
+                warmup_steps=method.warmup_steps if self.warmup_steps is None else self.warmup_steps,
+                betas=method.betas if self.betas is None else self.betas,
                 weight_decay=method.weight_decay if self.weight_decay is None else self.weight_decay,
             )
         from sfplus import PRESETS
@@ -429,6 +425,10 @@ class Method:
     """Baselines: the learning rate when ``OptimConfig.lr`` is None (ScheduleFree+ takes the library's)."""
     weight_decay: float | None = None
     """Baselines: decoupled AdamW decay when ``OptimConfig.weight_decay`` is None."""
+    warmup_steps: int = 50
+    """Baselines: the linear warmup when ``OptimConfig.warmup_steps`` is None (the bench's tuned runs used 50)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """Baselines: Adam's betas when ``OptimConfig.betas`` is None."""
     color: str | None = None
     """Its colour in the bench figures."""
     label: str | None = None
