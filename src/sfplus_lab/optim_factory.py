@@ -484,6 +484,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-anneal1000", {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95)}, "darkgray"),
     # the default between the fourth session's two changes: no annealing, the paper's inner momentum 0.9
     _variant(_SFPLUS, "sfplus-beta1-0.9", {"betas": (0.9, 0.95)}, "dimgray"),
+    # the fifth session's candidate: no warm start, inner momentum 0.5
+    _variant(_SFPLUS, "sfplus-cw0-b0.5", {"c_warmup": 0, "betas": (0.5, 0.95)}, "slategray"),
     # candidates: the paper's reference defaults plus the four safeguards and a 50-step warmup (with and without
     # AdamC decay on the matrices)
     _variant(_SFPLUS, "sfplus-lean", {"preset": "paper", **_LEAN}, "tab:olive"),

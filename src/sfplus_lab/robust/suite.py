@@ -32,6 +32,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-max-inner1": {"max_inner": 1.0},  # the next candidate: kappa = 1 (cheaper on the language models)
     "default-anneal1000": {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95)},  # the default until the fourth session
     "default-beta1-0.9": {"betas": (0.9, 0.95)},  # the default between the fourth session's two changes
+    "default-cw0-b0.5": {"c_warmup": 0, "betas": (0.5, 0.95)},  # the fifth session's candidate
     # the paper's reference defaults (no warmup, no decay, no annealing, ...) plus only the four safeguards
     "paper+safeguards": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
                              bounded_decay=True),  # fmt: skip
