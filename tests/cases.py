@@ -9,6 +9,7 @@ The problems at the bottom are deterministic functions of a ``torch.Generator``.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,27 @@ OPTIMIZER_CASES: tuple[OptimizerCase, ...] = (
     OptimizerCase("betas_eps", dict(betas=(0.8, 0.99), eps=1e-6, sf_beta1=0.5)),
     OptimizerCase("all_features", ALL_FEATURES, anneals=True),
 )
+
+
+def state_z(opt: torch.optim.Optimizer, p: torch.Tensor) -> torch.Tensor:
+    """The base iterate z of ``p``: the reference's stored z, or the fast class's y + d (it keeps d = z - y)."""
+    state = opt.state[p]
+    return state["z"] if "z" in state else opt.z_values()[p]
+
+
+def format_1_state_dict(opt: sfplus.ScheduleFreePlus) -> dict[str, Any]:
+    """``opt.state_dict()`` as the fast class saved it in state format 1 (version 0.1.0 up to format 2):
+    ``z`` = y + d instead of ``d``, and no ``state_format`` in the groups."""
+    saved = copy.deepcopy(opt.state_dict())
+    params = [p for group in opt.param_groups for p in group["params"]]
+    zs = opt.z_values()
+    for pid, entry in saved["state"].items():
+        if "d" in entry:
+            del entry["d"]
+            entry["z"] = zs[params[pid]].clone()
+    for group in saved["param_groups"]:
+        del group["state_format"]
+    return saved
 
 
 def case_params(cases: tuple[OptimizerCase, ...] = OPTIMIZER_CASES) -> list[Any]:

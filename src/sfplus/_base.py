@@ -49,6 +49,11 @@ GLOBAL_HYPERPARAMETERS = (
 GLOBAL_STATE = ("k", "e", "num_skipped", "train_mode", "p_ref", "p_first")
 #: Run state kept per param group.
 GROUP_STATE = ("y_beta", "lr_max", "weight_sum")
+#: The version of the state dict's layout, kept in every param group as ``"state_format"``
+#: (docs/algorithm.md, "State"). 1 (absent from the dict): version 0.1.0 and after, the fast class keeps
+#: ``z``; 2: it keeps ``d = z - y`` instead. The reference class keeps x, y, z in both. Format 1 loads
+#: (converted); a larger number than this is refused.
+STATE_FORMAT = 2
 #: The run-state scalars the step computes, kept as 0-D tensors on the parameters' device from the first
 #: step on (Python numbers before it, and in state dicts saved by version 0.1.0): dtype of each.
 RUN_SCALARS = {
@@ -167,6 +172,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             group["y_beta"] = annealed_beta(k, group["sf_beta1"], group["sf_beta1_max"], group["sf_beta1_anneal_steps"])
         group.setdefault("lr_max", float(group["eps"]))
         group.setdefault("weight_sum", 0.0)
+        group.setdefault("state_format", STATE_FORMAT)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle and deepcopy keep the last step's ``stats`` too (the base class keeps only its own three).
@@ -581,13 +587,25 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
                 )
             for i, (pid, p) in enumerate(zip(saved["params"], group["params"])):
                 id_to_param[pid] = (gi, i, p)
+        for gi, saved in enumerate(saved_groups):
+            version = saved.get("state_format", 1)
+            if not isinstance(version, int) or not 1 <= version <= STATE_FORMAT:
+                raise ValueError(
+                    f"loaded state dict's group {gi} has state_format {version!r}; this version of sfplus reads "
+                    f"formats 1 to {STATE_FORMAT} (a newer sfplus saved it?)"
+                )
         for pid, param_state in state_dict["state"].items():
             if pid not in id_to_param:
                 raise ValueError(f"loaded state dict has state for parameter id {pid!r}, which no group lists")
             gi, i, p = id_to_param[pid]
             train_mode = bool(saved_groups[gi].get("train_mode", True))
+            if not param_state:
+                continue
+            missing = self._missing_state_keys(p, param_state)
+            if missing:
+                raise ValueError(f"state for param {i} in group {gi} lacks {missing[0]!r}")
             unexpected = sorted(set(param_state) - set(self._allowed_state_keys(p, train_mode)))
-            if param_state and unexpected:
+            if unexpected:
                 # e.g. a ScheduleFreePlusReference state dict (x, y) loaded into ScheduleFreePlus: a 'y' there
                 # would be taken for an fp32 master copy and silently double the memory.
                 expected = list(self._allowed_state_keys(p, train_mode))
@@ -597,15 +615,25 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
                 )
             for key in self._tensor_state_keys:
                 value = param_state.get(key)
-                if value is None:
-                    if key in self._required_state_keys(p):
-                        raise ValueError(f"state for param {i} in group {gi} lacks {key!r}")
-                    continue
-                if tuple(value.shape) != tuple(p.shape):
+                if value is not None and tuple(value.shape) != tuple(p.shape):
                     raise ValueError(
                         f"state {key!r} for param {i} in group {gi} has shape {tuple(value.shape)}, "
                         f"expected {tuple(p.shape)}"
                     )
+        # An older format's entries in this one (format 1: z -> d); a new dict, the caller's is left alone.
+        upgraded = {}
+        for pid, param_state in state_dict["state"].items():
+            gi, i, p = id_to_param[pid]
+            train_mode = bool(saved_groups[gi].get("train_mode", True))
+            try:
+                upgraded[pid] = self._upgrade_param_state(p, param_state, train_mode) if param_state else param_state
+            except ValueError as exc:
+                raise ValueError(f"state for param {i} in group {gi} {exc}") from None
+        state_dict = {
+            **state_dict,
+            "state": upgraded,
+            "param_groups": [{**saved, "state_format": STATE_FORMAT} for saved in saved_groups],
+        }
         super().load_state_dict(state_dict)
         # The base class casts every floating state tensor to the param's dtype (and may alias the
         # caller's tensors). Re-take them from the caller's dict: our own copies, in the state dtype.
@@ -617,6 +645,15 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
 
     def _required_state_keys(self, p: torch.Tensor) -> tuple[str, ...]:
         return self._tensor_state_keys
+
+    def _missing_state_keys(self, p: torch.Tensor, param_state: dict[str, Any]) -> list[str]:
+        """The required keys a loaded entry for ``p`` lacks."""
+        return [key for key in self._required_state_keys(p) if key not in param_state]
+
+    def _upgrade_param_state(self, p: torch.Tensor, param_state: dict[str, Any], train_mode: bool) -> dict[str, Any]:
+        """A loaded entry for ``p`` in the current format (a new dict when it changes); a ValueError's text
+        is put after "state for param i in group g"."""
+        return param_state
 
     def _allowed_state_keys(self, p: torch.Tensor, train_mode: bool) -> tuple[str, ...]:
         """The keys a state dict may hold for ``p`` (in eval mode, also the y that eval() keeps aside)."""

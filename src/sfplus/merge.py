@@ -89,8 +89,9 @@ def weights_at_x(
     """The model's weights at x, from weights saved with ``optimizer_state`` in either mode.
 
     Saved in eval mode (:func:`saved_in_eval_mode`): ``weights`` already hold x, returned as they are (a
-    new dict). Saved in train mode, they hold y: x = (y − (1−β̃)z)/β̃ per parameter, or the reference class's
-    stored x (in float64, cast back; y from the fp32 master where the fast class keeps one).
+    new dict). Saved in train mode, they hold y: x = (y − (1−β̃)z)/β̃ per parameter (from the fast class's
+    d = z − y: x = y + (1 − 1/β̃)d; from a format-1 dict's z), or the reference class's stored x (in
+    float64, cast back; y from the fp32 master where the fast class keeps one).
     ``param_names`` maps the optimizer's parameter indices to names in ``weights``; names the optimizer
     does not hold (buffers) are copied.
     """
@@ -108,8 +109,11 @@ def weights_at_x(
             if "x" in entry:
                 x = entry["x"].to(torch.float64)
             else:
-                y = entry["y"] if "y" in entry else weights[name]
-                x = torch.lerp(y.detach().to(torch.float64), entry["z"].to(torch.float64), 1.0 - 1.0 / beta)
+                y = (entry["y"] if "y" in entry else weights[name]).detach().to(torch.float64)
+                if "d" in entry:  # state format 2: d = z - y
+                    x = y + (1.0 - 1.0 / beta) * entry["d"].to(torch.float64)
+                else:  # format 1 kept z
+                    x = torch.lerp(y, entry["z"].to(torch.float64), 1.0 - 1.0 / beta)
             out[name] = x.to(weights[name].dtype)
     return out
 

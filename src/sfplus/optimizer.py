@@ -1,4 +1,4 @@
-r"""ScheduleFreePlus: the production optimizer. Three buffers per parameter (z, m, v), a foreach path."""
+r"""ScheduleFreePlus: the production optimizer. Three buffers per parameter (d = z - y, m, v), a foreach path."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .functional import (
     schedulefree_plus_update,
     tensor_statistics,
     train_from_eval,
+    train_from_eval_z,
     update_coefficients,
 )
 
@@ -24,7 +25,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
     r"""ScheduleFree+: learning-rate-free, schedule-free AdamC with Polyak steps (Defazio, 2026).
 
     The model's parameters hold :math:`y` while training and the average :math:`x` in eval mode;
-    the state keeps only the base iterate :math:`z` and Adam's moments. Step :math:`k` computes
+    the state keeps only the base iterate, as its offset :math:`d = z - y` from the parameter, and Adam's
+    moments. Step :math:`k` computes
 
     .. math::
         \begin{align*}
@@ -101,14 +103,18 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
     ``nonfinite="raise"`` syncs once per step to raise; the for-loop path (``foreach=False``) does not
     sync either but launches a kernel per tensor. docs/algorithm.md, "Host synchronisation and capture".
 
-    State:
-        per parameter: ``z`` (base iterate), ``m``, ``v`` (Adam moments), all in the parameter's dtype, or fp32
-        with an fp32 master copy ``y`` for bf16/fp16 parameters (averaging in low precision stalls); in eval
-        mode also ``y`` for a full-precision parameter (the y that ``eval()`` keeps aside so that ``train()`` is
-        exact; dropped by ``train()``). Per group: ``k`` (steps taken), ``e`` (the raw L1 EMA, never its bias-
-        corrected copy), ``num_skipped``, ``train_mode``, ``y_beta`` (the β̃ that built y, for an exact y ↔ x
-        conversion), ``lr_max`` (γmax) and ``weight_sum`` (W); from the first step on, all but ``train_mode``
-        are 0-D tensors on the parameters' device (int64 ``k``, ``num_skipped``).
+    State (format 2, ``sfplus._base.STATE_FORMAT``; docs/algorithm.md, "State"):
+        per parameter: ``d`` = z - y (the base iterate z as its offset from y, so that the statistics read
+        g and d only), ``m``, ``v`` (Adam moments), all in the parameter's dtype, or fp32 with an fp32 master
+        copy ``y`` for bf16/fp16 parameters (averaging in low precision stalls); in eval mode also ``y`` for
+        a full-precision parameter (the y that ``eval()`` keeps aside so that ``train()`` is exact; dropped
+        by ``train()``). z itself is y + d (:meth:`z_values`). Per group: ``state_format`` (2), ``k`` (steps
+        taken), ``e`` (the raw L1 EMA, never its bias-corrected copy), ``num_skipped``, ``train_mode``,
+        ``y_beta`` (the β̃ that built y, for an exact y ↔ x conversion), ``lr_max`` (γmax) and
+        ``weight_sum`` (W); from the first step on, all but ``train_mode`` and ``state_format`` are 0-D
+        tensors on the parameters' device (int64 ``k``, ``num_skipped``). State dicts of format 1 (version
+        0.1.0 and later until format 2: ``z`` instead of ``d``) load, z converted to d = z - y (y: the kept
+        or master ``y``, else the parameter, so load the model's weights first).
 
     Each step's scalars (k, α, β̃, c, F, I, ‖g‖₁, skipped, ...) are in ``optimizer.stats``, a mapping
     that reads them back to the host (one transfer) when first read. The warnings of a skipped
@@ -120,13 +126,41 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         Oikonomou et al., Taking the Road Less Scheduled with Adaptive Polyak Steps, arXiv:2511.07767.
     """
 
-    _tensor_state_keys = ("z", "m", "v", "y")
+    #: ``z`` only in a state dict of format 1 (converted on load), or in eval mode after loading one that
+    #: kept no y (version 0.1.0 saved in eval mode; converted by ``train()``).
+    _tensor_state_keys = ("d", "z", "m", "v", "y")
 
     def _required_state_keys(self, p: torch.Tensor) -> tuple[str, ...]:
-        return ("z", "m", "v", "y") if self._needs_master(p) else ("z", "m", "v")
+        return ("d", "m", "v", "y") if self._needs_master(p) else ("d", "m", "v")
+
+    def _missing_state_keys(self, p: torch.Tensor, param_state: dict[str, Any]) -> list[str]:
+        # format 1 kept z instead of d
+        return [key for key in self._required_state_keys(p) if key not in param_state and not
+                (key == "d" and "z" in param_state)]  # fmt: skip
 
     def _allowed_state_keys(self, p: torch.Tensor, train_mode: bool) -> tuple[str, ...]:
-        return ("z", "m", "v") if train_mode and not self._needs_master(p) else ("z", "m", "v", "y")
+        keys = ("d", "z", "m", "v")
+        return keys if train_mode and not self._needs_master(p) else (*keys, "y")
+
+    def _upgrade_param_state(self, p: torch.Tensor, param_state: dict[str, Any], train_mode: bool) -> dict[str, Any]:
+        """A format-1 entry (``z``) as format 2: d = z - y, with y the saved ``y`` (fp32 master, or the y kept
+        in eval mode), else, in train mode, the parameter. In eval mode without a kept y (version 0.1.0) y is
+        not known until ``train()`` (the parameter holds x): z stays until then."""
+        if "z" not in param_state:
+            return param_state
+        if "d" in param_state:
+            raise ValueError("holds both 'd' and 'z' (a state dict of format 2 keeps only 'd')")
+        y = param_state.get("y")
+        if y is None and not train_mode:
+            return param_state
+        z = param_state["z"]
+        y = p.detach() if y is None else y
+        if D.is_dtensor(z) != D.is_dtensor(y):  # one side sharded, the other this rank's shard
+            z, y = D.local(z), D.local(y)
+        dtype = self._state_dtype(p)
+        out = {key: value for key, value in param_state.items() if key != "z"}
+        out["d"] = z.to(dtype) - y.to(device=z.device, dtype=dtype)
+        return out
 
     def _needs_master(self, p: torch.Tensor) -> bool:
         return self._state_dtype(p) != p.dtype
@@ -135,11 +169,27 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         for p in params:
             state = self.state[p]
             if not state:
-                z = p.detach().to(self._state_dtype(p), copy=True)  # z_0 = x_0 = y_0 = initial params
-                state["z"] = z
-                self.inner_step.init_state(state, z)  # m_0 = v_0 = 0 (the kernels below are Adam's)
+                y = p.detach().to(self._state_dtype(p), copy=True)  # x_0 = y_0 = z_0 = initial params
+                d = torch.zeros_like(y)  # d_0 = z_0 - y_0 = 0
+                state["d"] = d
+                self.inner_step.init_state(state, d)  # m_0 = v_0 = 0 (the kernels below are Adam's)
                 if self._needs_master(p):
-                    state["y"] = z.clone()  # fp32 master of y for a bf16/fp16 parameter
+                    state["y"] = y  # fp32 master of y for a bf16/fp16 parameter
+
+    def z_values(self) -> dict[torch.Tensor, torch.Tensor]:
+        """Each parameter's base iterate z = y + d, in either mode, keyed by the parameter: new tensors in
+        the state dtype (the state keeps d = z - y; a parameter without state has z = y = the parameter)."""
+        out = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    out[p] = p.detach().clone()
+                elif "z" in state:  # eval mode from a format-1 state dict without a kept y
+                    out[p] = state["z"].clone()
+                else:
+                    out[p] = self._y_value(p).to(state["d"].dtype) + state["d"]
+        return out
 
     def _y(self, p: torch.Tensor) -> torch.Tensor:
         """The tensor that holds y in full precision: the param itself, or its fp32 master."""
@@ -150,15 +200,14 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         return resolve_path(group["foreach"], group["fused"], group["params"])
 
     def _group_statistics(self, group: dict[str, Any], params: list[torch.Tensor], world: int):
-        # <g, z - x> = <g, z - y> / β̃_{k-1}, since z - y = β̃_{k-1}(z - x) for the β̃ that built y.
+        # <g, z - x> = <g, d> / β̃_{k-1}, since d = z - y = β̃_{k-1}(z - x) for the β̃ that built y.
         if not params:
             zero = torch.zeros((), dtype=torch.float64)
             return zero, zero
         stateful = [bool(self.state.get(p)) for p in params]
         dots, l1s = tensor_statistics(
             [D.local(p.grad) for p in params],
-            [self._y(p) if s else None for p, s in zip(params, stateful)],
-            [D.local(self.state[p]["z"]) if s else None for p, s in zip(params, stateful)],
+            [D.local(self.state[p]["d"]) if s else None for p, s in zip(params, stateful)],
             self._path(group),
         )
         scales = [D.contribution_scale(p, world) for p in params]
@@ -207,11 +256,11 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             [D.local(p) for p in params],
             [D.local(p.grad) for p in params],
             [self._y(p) for p in params],
-            [D.local(self.state[p]["z"]) for p in params],
+            [D.local(self.state[p]["d"]) for p in params],
             [D.local(self.state[p]["m"]) for p in params],
             [D.local(self.state[p]["v"]) for p in params],
             idle_ys=[self._y(p) for p in idle],
-            idle_zs=[D.local(self.state[p]["z"]) for p in idle],
+            idle_ds=[D.local(self.state[p]["d"]) for p in idle],
             idle_params=[D.local(p) for p in idle],
             coef=coef,
             ok=s["gate"],
@@ -233,15 +282,17 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         for p in self._params_with_state(group):
             state = self.state[p]
             if "y" not in state:  # a full-precision parameter: keep its y aside for train() (one copy)
-                state["y"] = p.detach().clone()  # (a DTensor parameter gives a DTensor, as z is)
-            eval_from_train(D.local(p), D.local(state["y"]), D.local(state["z"]), beta)
+                state["y"] = p.detach().clone()  # (a DTensor parameter gives a DTensor, as d is)
+            eval_from_train(D.local(p), D.local(state["y"]), D.local(state["d"]), beta)
 
     def _to_train(self, group: dict[str, Any]) -> None:
         beta = float(group["y_beta"])
         for p in self._params_with_state(group):
             state = self.state[p]
-            if "y" not in state:  # eval mode from a state dict of version 0.1.0: no y was kept, rebuild it
-                train_from_eval(D.local(p), D.local(p), D.local(state["z"]), beta)
+            if "z" in state:  # eval mode from a state dict of version 0.1.0: z and no kept y, rebuild y
+                z = state.pop("z")
+                train_from_eval_z(D.local(p), D.local(z), beta)
+                state["d"] = z  # z - y, computed in place
                 continue
             y = D.local(state.pop("y") if not self._needs_master(p) else state["y"])
-            train_from_eval(D.local(p), y, D.local(state["z"]), beta)
+            train_from_eval(D.local(p), y, D.local(state["d"]), beta)

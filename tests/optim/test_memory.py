@@ -26,14 +26,14 @@ def _tensors_outside_state(opt: torch.optim.Optimizer) -> list[str]:
 
 @pytest.mark.parametrize("case", case_params())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_exactly_z_m_v_per_param(case: OptimizerCase, dtype):
+def test_exactly_d_m_v_per_param(case: OptimizerCase, dtype):
     problem = MLPProblem.make(torch.Generator().manual_seed(50), dtype=dtype)
     opt = case.make(cases.ScheduleFreePlus, problem.groups())
     for _ in range(3):
         opt.step(problem.closure_for(opt))
     for name, p in problem.params.items():
         state = opt.state[p]
-        assert sorted(state) == ["m", "v", "z"], name
+        assert sorted(state) == ["d", "m", "v"], name
         for key, t in state.items():
             assert t.shape == p.shape and t.dtype == dtype, f"{name}.{key}"
             assert t.untyped_storage().data_ptr() != p.untyped_storage().data_ptr() or p.numel() == 0
@@ -53,7 +53,7 @@ def test_eval_mode_keeps_one_copy_of_y_aside(dtype):
     opt.eval()
     for name, p in problem.params.items():
         state = opt.state[p]
-        assert sorted(state) == ["m", "v", "y", "z"], name
+        assert sorted(state) == ["d", "m", "v", "y"], name
         assert state["y"].shape == p.shape and state["y"].dtype == opt._state_dtype(p), name
     opt.train()
     assert {name: sorted(opt.state[p]) for name, p in problem.params.items()} == in_train
@@ -68,7 +68,7 @@ def test_low_precision_adds_only_an_fp32_master(dtype):
         opt.step(problem.closure_for(opt))
     for name, p in problem.params.items():
         state = opt.state[p]
-        assert sorted(state) == ["m", "v", "y", "z"], name
+        assert sorted(state) == ["d", "m", "v", "y"], name
         assert all(t.dtype == torch.float32 and t.shape == p.shape for t in state.values()), name
         assert torch.equal(state["y"].to(dtype), p.detach()), f"{name}: the param is the rounded master y"
 

@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+from cases import state_z
 
 import sfplus
 from sfplus import ScheduleFreePlus, ScheduleFreePlusReference
@@ -45,7 +46,7 @@ def tiny_run(steps: int, save_at: set[int], *, seed: int = 0, c_warmup: int = 3,
         opt.zero_grad()
         loss.backward()
         opt.step(loss=loss)
-        zs = {n: opt.state[p]["z"].clone() for n, p in zip(names, params)}
+        zs = {n: state_z(opt, p).clone() for n, p in zip(names, params)}
         ws = [g_["weight_sum"] * c for g_, c in zip(opt.param_groups, opt.stats["cs"])]  # w_k = c_k W_k
         history.append((k, ws, zs))
         if k in save_at:
@@ -197,7 +198,7 @@ def test_weights_at_x_uses_the_fp32_master_of_a_bf16_model() -> None:
     state = opt.state_dict()
     x = weights_at_x({"w": w.detach().clone()}, state, ["w"])["w"]
     master = opt.state[w]["y"].double()
-    want = torch.lerp(master, opt.state[w]["z"].double(), 1.0 - 1.0 / float(opt.param_groups[0]["y_beta"]))
+    want = master + (1.0 - 1.0 / float(opt.param_groups[0]["y_beta"])) * opt.state[w]["d"].double()  # d = z - y
     assert torch.equal(x, want.to(torch.bfloat16))
 
 

@@ -237,7 +237,7 @@ def test_low_precision_trains_like_fp32(dtype, case: OptimizerCase):
     lowp, state = _lowp_run(case, dtype, 100)
     full, _ = _lowp_run(case, torch.float32, 100)
     for param_state in state.values():
-        assert sorted(param_state) == ["m", "v", "y", "z"]
+        assert sorted(param_state) == ["d", "m", "v", "y"]
         assert all(t.dtype == torch.float32 for t in param_state.values())
     assert all(later < earlier for earlier, later in zip(lowp, lowp[1:])), f"x stalled: {lowp}"
     assert lowp[-1] == pytest.approx(full[-1], rel=0.05), f"{dtype}: {lowp} vs fp32 {full}"

@@ -134,5 +134,5 @@ def test_fast_keeps_three_buffers_per_param():
     opt.step(loss=loss)
     for p in params:
         state = opt.state[p]
-        assert sorted(state) == ["m", "v", "z"]
+        assert sorted(state) == ["d", "m", "v"]
         assert all(t.shape == p.shape for t in state.values())

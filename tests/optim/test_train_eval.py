@@ -12,7 +12,16 @@ from __future__ import annotations
 import cases
 import pytest
 import torch
-from cases import CLASSES, MLPProblem, OptimizerCase, case_params, quadratic_loss, quadratic_params
+from cases import (
+    CLASSES,
+    MLPProblem,
+    OptimizerCase,
+    case_params,
+    format_1_state_dict,
+    quadratic_loss,
+    quadratic_params,
+    state_z,
+)
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 
@@ -158,7 +167,7 @@ def test_x_changed_in_eval_mode_is_the_new_x(dtype):
         for name, p, y_old in zip(names, problem.params.values(), y):
             if name not in ("W1", "W2"):
                 assert torch.equal(p.detach(), y_old), name
-        z, beta = opt.state[problem.params["W1"]]["z"], float(opt.param_groups[0]["y_beta"])
+        z, beta = state_z(opt, problem.params["W1"]), float(opt.param_groups[0]["y_beta"])
         rebuilt = beta * 0.25 + (1 - beta) * z
         torch.testing.assert_close(
             problem.params["W1"].detach().to(z.dtype), rebuilt, **(TOL if dtype == torch.float64 else tol)
@@ -184,13 +193,15 @@ def test_eval_state_without_kept_y_rebuilds_within_bound(dtype, sf_beta1, gen):
     y0 = w.detach().clone()
     opt.eval()
     x0 = w.detach().clone()
-    state = opt.state_dict()
-    del state["state"][0]["y"]  # as version 0.1.0 saved it
+    state = format_1_state_dict(opt)
+    del state["state"][0]["y"]  # as version 0.1.0 saved it: z, m, v
     twin_w = torch.nn.Parameter(x0.clone())
     twin = cases.ScheduleFreePlus([twin_w], sf_beta1=sf_beta1)
     twin.load_state_dict(state)
+    assert sorted(twin.state[twin_w]) == ["m", "v", "z"]  # y is not known until train(): z stays
     twin.train()
-    z = opt.state[w]["z"]
+    assert sorted(twin.state[twin_w]) == ["d", "m", "v"]
+    z = state_z(opt, w)
     bound = torch.finfo(dtype).eps * (x0.abs().max() + (z - x0).abs().max()).item() / sf_beta1
     drift = (twin_w.detach() - y0).abs().max().item()
     assert drift <= bound, f"drift {drift:.3g}, bound {bound:.3g}"
