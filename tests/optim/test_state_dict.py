@@ -20,6 +20,8 @@ import pytest
 import torch
 from cases import ALL_FEATURES, CLASSES, MLPProblem, assert_snapshots_equal, snapshot
 
+import sfplus._base
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SETTINGS = [pytest.param({}, id="default"), pytest.param(ALL_FEATURES, id="all_features")]
 BACKFILLED_HYPERPARAMETERS = {"nonfinite": "skip", "foreach": None, "max_step": None, "loss_floor": 0.0}
@@ -262,6 +264,86 @@ def test_v1_state_dict_loads_and_steps():
         opt.step(problem.closure_for(opt))
     assert opt.stats["status"] == "ok" and opt.param_groups[0]["k"] == v1.NUM_STEPS + 3
     assert all(torch.isfinite(p).all() for p in problem.params.values())
+
+
+def test_v1_state_dict_resumes_on_the_format_1_trajectory():
+    """The 0.1.0 state dict, resumed by this code, follows the trajectory the format-1 code (z in the state)
+    took from it (``v1_resume_trajectory.pt``, made by make_v1_resume_trajectory.py at commit f8ca7ce).
+
+    Tolerance: on load z becomes d = z - y, one rounding (float64, about 1e-16 of |z|), and the two codes
+    round the update differently afterwards (y + B·w + (1-A)·d rather than y_self·y + y_z·z' + y_znew·z_k).
+    The parameters are held to 1e-10 relative, the float64 tolerance of the parity tests; measured when this
+    test was written: at most 9.4e-16 of a tensor's largest element over the 10 steps.
+    """
+    sys.path.insert(0, str(ASSETS))
+    try:
+        import make_v1_resume_trajectory as trajectory
+    finally:
+        sys.path.remove(str(ASSETS))
+    want = torch.load(ASSETS / "v1_resume_trajectory.pt", weights_only=True)
+    assert want["state_format"] == 1
+    params, alphas = trajectory.resume()
+    assert len(params) == len(want["params"]) == trajectory.NUM_STEPS
+    for step, (got, expected) in enumerate(zip(params, want["params"])):
+        for name, p in got.items():
+            assert p.dtype == torch.float64
+            torch.testing.assert_close(p, expected[name], rtol=1e-10, atol=1e-12, msg=f"step {step}: {name}")
+    for a, b in zip(alphas, want["alphas"]):
+        assert a == pytest.approx(b, rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_format_1_state_dict_resumes_like_the_run_it_came_from(dtype, mode):
+    """A state dict with z (format 1, as the fast class saved it before keeping d = z - y) loads: d = z - y
+    from the parameter (train mode) or the kept y (eval mode), and the run goes on as the uninterrupted one.
+
+    Tolerance: z = y + d was rounded when the format-1 dict was made, and d = z - y again on load, so d is
+    off by a few ulp of |z|. Held to 1e-10 relative in float64 and 1e-5 in float32 (the rounding of
+    y + (z - y), grown by the steps; not a difference in the update). Measured when this test was written:
+    at most 1.7e-16 (float64) and 1.8e-7 (float32) of a tensor's largest element over the 10 steps."""
+    problem = MLPProblem.make(torch.Generator().manual_seed(7), dtype=dtype)
+    opt = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5), **ALL_FEATURES)
+    for _ in range(6):
+        opt.step(problem.closure_for(opt))
+    if mode == "eval":
+        opt.eval()
+    saved = cases.format_1_state_dict(opt)
+    assert all("z" in entry and "d" not in entry for entry in saved["state"].values() if entry)
+    twin_problem = _clone_problem(problem)
+    twin = cases.ScheduleFreePlus(twin_problem.groups(group1_lr=0.5), **ALL_FEATURES)
+    twin.load_state_dict(saved)
+    assert all(sorted(s) == (["d", "m", "v"] if mode == "train" else ["d", "m", "v", "y"]) for s in twin.state.values())
+    assert all(g["state_format"] == sfplus._base.STATE_FORMAT for g in twin.param_groups)
+    if mode == "eval":
+        opt.train()
+        twin.train()
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for step in range(10):
+        opt.step(problem.closure_for(opt))
+        twin.step(twin_problem.closure_for(twin))
+        for name, p in problem.params.items():
+            torch.testing.assert_close(twin_problem.params[name], p, **tol, msg=f"step {step}: {name}")
+
+
+def test_a_newer_state_format_is_refused():
+    _, opt = _prime(cases.ScheduleFreePlus, {}, steps=2)
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        group["state_format"] = sfplus._base.STATE_FORMAT + 1
+    problem = MLPProblem.make(torch.Generator().manual_seed(0))
+    twin = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5))
+    before = snapshot(twin)
+    with pytest.raises(ValueError, match=r"state_format 3; this version of sfplus reads formats 1 to 2"):
+        twin.load_state_dict(saved)
+    assert_snapshots_equal(before, snapshot(twin), "after a refused load")
+
+
+def test_state_dict_carries_its_format():
+    _, opt = _prime(cases.ScheduleFreePlus, {}, steps=2)
+    saved = opt.state_dict()
+    assert [g["state_format"] for g in saved["param_groups"]] == [2, 2]
+    assert all(sorted(entry) == ["d", "m", "v"] for entry in saved["state"].values() if entry)
 
 
 @pytest.mark.parametrize("cls", CLASSES)
