@@ -70,7 +70,7 @@ def test_step_floor_script_counts_reads(capsys: pytest.CaptureFixture[str]) -> N
     spec.loader.exec_module(module)
     assert module.main(["--size", "tiny", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
-    for line in ("AdamW fused step                     4", "ScheduleFree+ statistics pass        3",
+    for line in ("AdamW fused step                     4", "ScheduleFree+ statistics pass        2",
                  "ScheduleFree+ update pass            5", "ScheduleFree+ passes / AdamW fused step"):
         assert line in out
 
