@@ -62,6 +62,7 @@ __all__ = [
     "schedulefree_plus_update",
     "tensor_statistics",
     "train_from_eval",
+    "train_from_eval_d",
     "train_from_eval_z",
     "update_coefficients",
     "x_from",
@@ -403,6 +404,13 @@ def train_from_eval(p: torch.Tensor, y: torch.Tensor, d: torch.Tensor, beta: flo
     if y.dtype != p.dtype:  # the fp32 master: it follows a changed x too
         y.copy_(y_new)
     p.copy_(y_new)
+
+
+def train_from_eval_d(p: torch.Tensor, d: torch.Tensor, beta: float) -> None:
+    """Eval mode with d but no kept y (an eval-mode checkpoint loaded into an optimizer whose state had no
+    ``y``, as ``torch.distributed.checkpoint`` may do): ``p`` holds x = y + (1 - 1/β)·d, so write
+    y = x - (1 - 1/β)·d into it (exact up to rounding); d (z - y) is unchanged."""
+    p.sub_(d, alpha=1.0 - 1.0 / beta)
 
 
 def train_from_eval_z(p: torch.Tensor, z: torch.Tensor, beta: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ from .functional import (
     schedulefree_plus_update,
     tensor_statistics,
     train_from_eval,
+    train_from_eval_d,
     train_from_eval_z,
     update_coefficients,
 )
@@ -293,6 +294,9 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
                 z = state.pop("z")
                 train_from_eval_z(D.local(p), D.local(z), beta)
                 state["d"] = z  # z - y, computed in place
+                continue
+            if "y" not in state:  # an eval-mode checkpoint loaded without its kept y (DCP): y from x and d
+                train_from_eval_d(D.local(p), D.local(state["d"]), beta)
                 continue
             y = D.local(state.pop("y") if not self._needs_master(p) else state["y"])
             train_from_eval(D.local(p), y, D.local(state["d"]), beta)

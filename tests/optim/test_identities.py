@@ -111,6 +111,10 @@ def test_eval_and_train_conversions_are_inverse(beta, gen):
     d = F.train_from_eval_z(p, z.clone(), beta)
     torch.testing.assert_close(p, t["y"], rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(d, t["d"], rtol=1e-12, atol=1e-13)
+    # Eval mode with d but no kept y (a checkpoint loaded without it): y = x - (1 - 1/β) d, d unchanged.
+    p = x.clone()
+    F.train_from_eval_d(p, t["d"], beta)
+    torch.testing.assert_close(p, t["y"], rtol=1e-12, atol=1e-13)
     # With an fp32 master y, train() is an exact copy and eval() leaves the master alone.
     master = t["y"].float()
     param = master.to(torch.bfloat16)

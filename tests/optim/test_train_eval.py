@@ -207,6 +207,31 @@ def test_eval_state_without_kept_y_rebuilds_within_bound(dtype, sf_beta1, gen):
     assert drift <= bound, f"drift {drift:.3g}, bound {bound:.3g}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eval_state_with_d_but_without_kept_y_rebuilds_y(dtype, gen):
+    """An eval-mode state loaded without its kept y (torch.distributed.checkpoint into an optimizer whose
+    state had none): train() rebuilds y = x - (1 - 1/β̃)·d from the parameter's x, up to rounding."""
+    w = torch.nn.Parameter(torch.randn(64, generator=gen).to(dtype))
+    target = torch.randn(64, generator=gen).to(dtype)
+    opt = cases.ScheduleFreePlus([w], sf_beta1=0.9)
+    for _ in range(20):
+        opt.zero_grad()
+        loss = ((w - target) ** 2).mean()
+        loss.backward()
+        opt.step(loss=loss)
+    y0 = w.detach().clone()
+    opt.eval()
+    state = opt.state_dict()
+    del state["state"][0]["y"]
+    twin_w = torch.nn.Parameter(w.detach().clone())
+    twin = cases.ScheduleFreePlus([twin_w], sf_beta1=0.9)
+    twin.load_state_dict(state)
+    twin.train()
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(twin_w.detach(), y0, rtol=8 * eps, atol=8 * eps * y0.abs().max().item())
+    assert sorted(twin.state[twin_w]) == ["d", "m", "v"]
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 def test_y_values_give_y_in_either_mode(cls):
     problem = MLPProblem.make(torch.Generator().manual_seed(13), dtype=torch.float32)
