@@ -1,6 +1,6 @@
 """Why a ScheduleFree+ step costs about 1.8x a fused AdamW step on a CPU: count the tensors each pass reads.
 
-    python benchmarks/step_floor.py --size 15m --repeats 20
+    python benchmarks/step_floor.py --size 15m --repeats 20   # one thread, as optimizer_step.py
 
 On a memory-bound CPU step the cost of an elementwise pass is set by how many parameter-sized tensors
 it *reads*; writing back a tensor the pass has just read is nearly free (the cache line is already
@@ -69,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="15m", choices=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads (1, as optimizer_step.py: on a shared machine more threads "
+                             "wait on each other)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     passes = _passes(args.size)
     for _, fn in passes.values():  # compile and warm up
