@@ -248,6 +248,26 @@ def test_y_values_give_y_in_either_mode(cls):
         assert not torch.equal(p.detach(), y_old) or p.numel() == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_z_values_give_z_in_either_mode(dtype):
+    """The fast class keeps d = z - y; z_values() gives z = y + d, the same in train and eval mode, and in
+    float64 equal to the reference's stored z (1e-10, as the parity tests)."""
+    problems = [MLPProblem.make(torch.Generator().manual_seed(14), dtype=dtype) for _ in range(2)]
+    ref = cases.ScheduleFreePlusReference(problems[0].groups(), sf_beta1=0.8, weight_decay=2.0)
+    fast = cases.ScheduleFreePlus(problems[1].groups(), sf_beta1=0.8, weight_decay=2.0)
+    _train(ref, problems[0], 5)
+    _train(fast, problems[1], 5)
+    in_train = fast.z_values()
+    fast.eval()
+    in_eval = fast.z_values()
+    fast.train()
+    for (name, p), p_ref in zip(problems[1].params.items(), problems[0].params.values()):
+        assert torch.equal(in_train[p], in_eval[p]), name
+        assert in_train[p].dtype == fast._state_dtype(p)
+        if dtype == torch.float64:  # (bf16: the two classes' bf16 parameters round apart, and so do the runs)
+            torch.testing.assert_close(in_train[p], ref.state[p_ref]["z"], **TOL, msg=name)
+
+
 def test_low_precision_train_restores_the_master_exactly():
     """bf16 params: train() copies y back from the fp32 master, so toggling never accumulates rounding."""
     gen = torch.Generator().manual_seed(8)
