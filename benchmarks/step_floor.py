@@ -60,7 +60,7 @@ def _passes(size: str) -> dict[str, tuple[int, object]]:
     return {
         "one read (scale in place)": (1, lambda: scale_c(unit)),
         "AdamW fused step": (4, adam.step),
-        "ScheduleFree+ statistics pass": (2, lambda: stats(d, g)),
+        "ScheduleFree+ statistics pass": (2, lambda: stats(d, g, F._stats_accumulation(d[0]))),
         "ScheduleFree+ update pass": (5, lambda: update(y, d, m, v, g, scalars, ok, 0.1, 0.05)),
     }
 

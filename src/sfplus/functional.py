@@ -281,16 +281,26 @@ def _fused_math(Y, Dd, M, V, G, s, ok, c1, c2):
         v.copy_(v_new)
 
 
-def _fused_stats_math(Dd, G):
-    # Per tensor <g, d> = <g, z - y> and ||g||_1, accumulated in the state dtype as the eager paths do. The
+def _fused_stats_math(Dd, G, acc_dtype=None):
+    # Per tensor <g, d> = <g, z - y> and ||g||_1, accumulated in ``acc_dtype`` (None: the state dtype). The
     # results stay separate 0-D outputs: stacking them inside the graph made inductor's reductions 1.5x
     # slower (6.6 vs 4.4 ms at 15.6M params on CPU, benchmarks/LOG.md), while stacking afterwards costs
     # ~0.2 ms.
-    return [torch.sum(g * d) for d, g in zip(Dd, G)], [torch.sum(torch.abs(g)) for g in G]
+    return [torch.sum(g * d, dtype=acc_dtype) for d, g in zip(Dd, G)], [
+        torch.sum(torch.abs(g), dtype=acc_dtype) for g in G
+    ]
+
+
+def _stats_accumulation(t: torch.Tensor) -> torch.dtype:
+    """The compiled statistics' accumulator: float64 on CPU, where inductor sums float32 through a cascade
+    helper that made the pass 1.4x slower than a float64 sum (4.7 vs 3.3 ms at 15.6M, benchmarks/LOG.md,
+    2026-11-29) and less exact; the state dtype elsewhere."""
+    return torch.float64 if t.device.type == "cpu" else t.dtype
 
 
 def _stacked_fused_stats(Dd, G):
-    dots, l1s = _run_compiled("stats", _fused_stats_math, _stats_lists_eager, Dd, G)
+    acc = _stats_accumulation(Dd[0])
+    dots, l1s = _run_compiled("stats", _fused_stats_math, _stats_lists_eager, Dd, G, acc)
     return torch.stack(dots).to(torch.float64), torch.stack(l1s).to(torch.float64)
 
 
@@ -337,7 +347,7 @@ def tensor_statistics(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per tensor, ``<g, d> = <g, z - y>`` and ``||g||_1``: two float64 vectors in the order of ``grads``.
 
-    Each value is accumulated in the state dtype. ``ds[i]`` is None for a tensor without state yet (then
+    Each value is accumulated in the state dtype (the compiled path on CPU: in float64). ``ds[i]`` is None for a tensor without state yet (then
     z = y and the dot is 0). The vectors live on the first gradient's device. Reads g and d only.
     """
     device = grads[0].device
@@ -362,7 +372,7 @@ def tensor_statistics(
     return torch.stack(dots), torch.stack(l1s)
 
 
-def _stats_lists_eager(Dd, G):
+def _stats_lists_eager(Dd, G, acc_dtype=None):  # (the eager paths accumulate in the state dtype)
     dots = [torch.dot(g.reshape(-1), d.reshape(-1)) for d, g in zip(Dd, G)]
     return dots, [torch.linalg.vector_norm(g, 1) for g in G]
 
