@@ -347,8 +347,9 @@ def tensor_statistics(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per tensor, ``<g, d> = <g, z - y>`` and ``||g||_1``: two float64 vectors in the order of ``grads``.
 
-    Each value is accumulated in the state dtype (the compiled path on CPU: in float64). ``ds[i]`` is None for a tensor without state yet (then
-    z = y and the dot is 0). The vectors live on the first gradient's device. Reads g and d only.
+    Each value is accumulated in the state dtype (the compiled path on CPU: in float64). ``ds[i]`` is None
+    for a tensor without state yet (then z = y and the dot is 0). The vectors live on the first gradient's
+    device. Reads g and d only.
     """
     device = grads[0].device
     stateful = [i for i, d in enumerate(ds) if d is not None]
