@@ -170,12 +170,11 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         for p in params:
             state = self.state[p]
             if not state:
-                y = p.detach().to(self._state_dtype(p), copy=True)  # x_0 = y_0 = z_0 = initial params
-                d = torch.zeros_like(y)  # d_0 = z_0 - y_0 = 0
+                d = torch.zeros_like(p.detach(), dtype=self._state_dtype(p))  # x_0 = y_0 = z_0: d_0 = z_0 - y_0 = 0
                 state["d"] = d
                 self.inner_step.init_state(state, d)  # m_0 = v_0 = 0 (the kernels below are Adam's)
                 if self._needs_master(p):
-                    state["y"] = y  # fp32 master of y for a bf16/fp16 parameter
+                    state["y"] = p.detach().to(d.dtype, copy=True)  # fp32 master of y for a bf16/fp16 parameter
 
     def z_values(self) -> dict[torch.Tensor, torch.Tensor]:
         """Each parameter's base iterate z = y + d, in either mode, keyed by the parameter: new tensors in
