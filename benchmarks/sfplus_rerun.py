@@ -6,7 +6,8 @@ This script trains only the named ScheduleFree+ configurations (``SFPLUS_CONFIGS
 library's default) with that file's settings, one anytime run per seed to the file's horizon, and writes
 ``<out>/rerun.json`` and a markdown table: final pooled loss per budget (mean ± half the seed range, n)
 next to every method of the file, and time-to-target against each baseline's final loss. (The files'
-"sfplus" rows are 0.1.0's lab setting, the paper's update at gamma 0.3: shown as "sfplus-lab-v1".)
+"sfplus" rows are the lab's setting when the file was made, shown under the name of the registry entry with
+that configuration: for 0.1.0's files "sfplus-lab-v1", the paper's update at gamma 0.3.)
 
     python benchmarks/sfplus_rerun.py benchmarks/results/quality_cpu_debian/results.json \\
         --configs sfplus --seeds 4 --out benchmarks/results/rerun_6k
@@ -55,6 +56,21 @@ def _run(args: tuple) -> dict:
     record = run_job(job, cfg)
     write_atomic(path, json.dumps(record))
     return record
+
+
+def file_sfplus_label(doc: dict) -> str:
+    """The name of the registry entry whose resolved configuration the file's own "sfplus" rows used: the files
+    written by version 0.1.0 hold its lab setting ("sfplus-lab-v1"), later ones the library's default of the
+    day, which may since have become a named entry (the fourth session's: "sfplus-cw100-b0.8")."""
+    recorded = doc.get("sfplus_config") or {}
+    norm = lambda d: {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # noqa: E731
+    for name, method in METHODS.items():
+        if not name.startswith("sfplus"):
+            continue
+        want = norm(method.optim_config().resolved().to_dict())
+        if all(recorded.get(k) == v for k, v in want.items() if k in recorded):
+            return name
+    return "sfplus-of-the-file"
 
 
 def _fmt(values: list[float]) -> str:
@@ -128,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = block["cells"]
         methods = list(dict.fromkeys(c["method"] for c in cells))
         lines.append(f"### {size} ({block['num_params']:,} parameters)\n")
-        # In the files (0.1.0), "sfplus" was the lab's setting then: the paper's update at gamma 0.3.
-        old = {"sfplus": "sfplus-lab-v1"}
+        # The file's "sfplus" rows are whatever the lab's setting was when it was made (0.1.0: the paper's update
+        # at gamma 0.3): named by the registry entry with that configuration.
+        old = {"sfplus": file_sfplus_label(doc)}
         head = ["tokens/param"] + [f"{c} (rerun)" for c in args.configs] + [f"{old.get(m, m)} (file)" for m in methods]
         lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         size_report: dict = {"finals": {}, "time_to_target": {}}
