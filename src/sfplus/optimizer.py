@@ -65,7 +65,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         params: an iterable of tensors, of dicts (param groups) or of ``(name, tensor)`` pairs.
         lr: γ, a multiplier of the Polyak step, not a learning rate to tune (1.0 in both presets). An
             outside LR scheduler that changes it keeps working.
-        betas: (β1, β2), the inner Adam momentum and second-moment EMA (robust (0.8, 0.95), paper (0.9, 0.95)).
+        betas: (β1, β2), the inner Adam momentum and second-moment EMA (robust (0.5, 0.95), paper (0.9, 0.95)).
         eps: added to sqrt(v̂); also γmax_0 (1e-8; must be > 0).
         weight_decay: λ, AdamC decay scaled by α²; typical 5-50, not AdamW's 0.1 (robust 10, paper 0).
         warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (robust 50).
@@ -74,7 +74,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         sf_beta1_anneal_steps: T_anneal, steps of log-space annealing; 0 disables it (robust 0, which
             measured better than the paper's 1000 on every problem of benchmarks/RESULTS.md).
         polyak_beta: β_p, EMA of the L1 norm; 0.9 smooths noisy steps (robust 0.9, paper 0).
-        c_warmup: C_warmup, steps during which x follows z exactly; 1-2x ``warmup_steps`` (robust 100).
+        c_warmup: C_warmup, steps during which x follows z exactly; the paper advises 1-2x ``warmup_steps``
+            (robust 0: no warm start; paper 0).
         r: averaging power; 1 for long runs (robust 1, paper 0).
         weight_lr_power: p_w, power of γmax in the averaging weights (2).
         loss_floor: f*, a known lower bound of the loss; 0 suits cross-entropy (0).

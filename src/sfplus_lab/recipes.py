@@ -17,7 +17,8 @@ __all__ = ["RECIPES", "get_recipe", "default", "tiny", "bench"]
 
 #: The lab's ScheduleFree+ configuration of version 0.1.0: the paper's exact update (no safeguards) with the
 #: paper's LLM settings and gamma = 0.3 (``--preset paper --lr 0.3 ...``), kept for comparisons.
-LAB_V1 = dict(preset="paper", lr=0.3, warmup_steps=50, weight_decay=10.0, sf_beta1_anneal_steps=1000, polyak_beta=0.9)
+LAB_V1 = dict(preset="paper", lr=0.3, warmup_steps=50, weight_decay=10.0, sf_beta1_anneal_steps=1000, polyak_beta=0.9,
+              c_warmup=100)  # fmt: skip
 
 
 def default() -> RunConfig:
@@ -37,7 +38,7 @@ def tiny() -> RunConfig:
     """A seconds-long CPU smoke run (tests and CI): a 50k-parameter model on short sequences."""
     return RunConfig(
         data=DataConfig(batch_size=8, seq_len=64),
-        optim=OptimConfig(warmup_steps=5),
+        optim=OptimConfig(warmup_steps=5, c_warmup=10),  # a warm start, so that checkpoints fall on both sides
         train=TrainConfig(model_size="50k", tokens=20_480, eval_every=10, eval_batches=2, progress=False),
         checkpoint=CheckpointConfig(every=10, keep=2),
     )

@@ -97,7 +97,7 @@ def apply_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
     if "preset" in changes["optim"]:
         # A preset on the command line means "these defaults": drop the recipe's own ScheduleFree+ values
         # (the quickstart's LAB_V1) unless a flag set them too.
-        for name in (*PRESET_FIELDS, "c_warmup"):
+        for name in PRESET_FIELDS:
             changes["optim"].setdefault(name, None)
     if "tokens" in changes["train"]:
         changes["train"].setdefault("tokens_per_param", None)

@@ -166,7 +166,8 @@ def test_schedule_is_constant_and_warmup_goes_to_the_optimizer(tmp_path: Path) -
     assert all(g["lr"] == 1.0 for g in opt.param_groups), "γ must stay the multiplier 1.0, not the Trainer's LR"
     assert all(g["warmup_steps"] == 3 for g in opt.param_groups)
     decay, no_decay = opt.param_groups
-    assert all(g["c_warmup"] == 6 for g in opt.param_groups), "the warm start is twice the warmup"
+    c_warmup = sfplus.PRESETS["robust"]["c_warmup"]
+    assert all(g["c_warmup"] == c_warmup for g in opt.param_groups), "the warm start stays the library's"
     # The Trainer's default weight_decay=0.0 is AdamW's; it must not switch AdamC decay off unasked.
     assert trainer.args.weight_decay == 0.0
     assert decay["weight_decay"] == sfplus.PRESETS["robust"]["weight_decay"] and no_decay["weight_decay"] == 0.0

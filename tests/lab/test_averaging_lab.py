@@ -2,8 +2,9 @@
 
 Merged and exported weights load back and evaluate to the figure the run reported.
 The run: 30 steps of the 50k GPT on the built-in text, evaluations every 5 steps, checkpoints at steps
-10, 20 and 30. The lab's default c_warmup is 2 x warmup_steps = 10, so the step-10 checkpoint was
-saved at the end of the warm start (W = 0): a window or online merge from it must give x_30 exactly.
+10, 20 and 30. The run sets a 10-step warm start (c_warmup; the library's default has none), so the
+step-10 checkpoint was saved at the end of the warm start (W = 0): a window or online merge from it must
+give x_30 exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sfplus_lab.predict import predict_run  # noqa: E402
 
 TRAIN_FLAGS = [
     "--tokens", "7680", "--model", "50k", "--seq-len", "32", "--batch-size", "8", "--seed", "0",
-    "--warmup-steps", "5", "--eval-every", "5", "--eval-batches", "2", "--checkpoint-every", "10",
+    "--warmup-steps", "5", "--c-warmup", "10", "--eval-every", "5", "--eval-batches", "2", "--checkpoint-every", "10",
     "--keep-checkpoints", "3", "--evals-per-decade", "0",
 ]  # fmt: skip
 

@@ -27,8 +27,9 @@ What it does:
   a checkpoint holds x in the weights and the optimizer state in eval mode, so the Trainer's own
   ``resume_from_checkpoint`` rebuilds y exactly where it was;
 - uses a constant LR schedule; a warmup set in ``args`` (``warmup_steps``, or ``warmup_ratio`` of the
-  planned steps) becomes the optimizer's own warmup, with ``c_warmup`` twice as long; with none set the
-  library's defaults apply. ``args.learning_rate`` and ``args.lr_scheduler_type`` are not used;
+  planned steps) becomes the optimizer's own warmup (``c_warmup`` stays the library's: no warm start of
+  the average; pass it in ``sfplus_kwargs`` for one); with none set the library's defaults apply.
+  ``args.learning_rate`` and ``args.lr_scheduler_type`` are not used;
 - does not clip gradients unless asked: clipping shrinks ‖g‖₁ but not F and so inflates the step
   (docs/algorithm.md, "Known behaviour"). ``allow_grad_clipping=True`` restores the Trainer's clipping.
 
@@ -139,10 +140,9 @@ class ScheduleFreePlusTrainer(Trainer):
             options.pop("weight_decay", None)  # already in the decay group
             warmup = self._default_warmup()
             if warmup > 0 and "warmup_steps" not in options:
-                # The user asked the Trainer for a warmup: the optimizer's own warmup takes it, and the warm
-                # start of the average is twice as long (the paper's advice; the library's default ratio).
+                # The user asked the Trainer for a warmup: the optimizer's own warmup takes it (the warm start
+                # of the average, c_warmup, stays the library's default unless given in sfplus_kwargs).
                 options["warmup_steps"] = warmup
-                options.setdefault("c_warmup", 2 * warmup)
             self.optimizer = ScheduleFreePlus(groups, **options)
         self._sfplus_relay.attach(self.optimizer)
         return self.optimizer

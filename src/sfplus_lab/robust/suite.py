@@ -30,9 +30,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-no-bounded-decay": {"bounded_decay": False},
     "default-no-ratio": {"max_step_ratio": None},
     "default-max-inner1": {"max_inner": 1.0},  # the next candidate: kappa = 1 (cheaper on the language models)
-    "default-anneal1000": {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95)},  # the default until the fourth session
-    "default-beta1-0.9": {"betas": (0.9, 0.95)},  # the default between the fourth session's two changes
-    "default-cw0-b0.5": {"c_warmup": 0, "betas": (0.5, 0.95)},  # the fifth session's candidate
+    # the default until the fourth session
+    "default-anneal1000": {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},
+    "default-beta1-0.9": {"betas": (0.9, 0.95), "c_warmup": 100},  # between the fourth session's two changes
+    "default-cw100-b0.8": {"c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
     # the paper's reference defaults (no warmup, no decay, no annealing, ...) plus only the four safeguards
     "paper+safeguards": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
                              bounded_decay=True),  # fmt: skip
