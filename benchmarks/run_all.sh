@@ -87,3 +87,20 @@ python benchmarks/sfplus_rerun.py benchmarks/results/quality_cpu_debian/results.
     --variant 'c-warmup0={"c_warmup": 0}' --configs sfplus c-warmup0 --seeds 4 --out benchmarks/results/probes_6k_1000
 python -m sfplus_lab.robust --out benchmarks/results/robust_v2 --configs default default-anneal1000 --no-adamw
 for dir in probes_6k probes_20k; do bash -c "$(cat benchmarks/results/$dir/command.txt)"; done
+
+# 13. Fifth session: the default without a warm start and with inner momentum 0.5 (the fourth session's beside it,
+#     as sfplus-cw100-b0.8), the benchmark's 48k model with the trainer's batch shape (16 x 128 instead of
+#     32 x 64), the suite for both defaults, and the probes (their command is in each folder's command.txt).
+#     "sfplus" in a command of an earlier section meant the default of that day; a variant's JSON is over it.
+sfplus bench --data debian --sizes 50k --budgets 20 100 --lr-grid 3 4 5 --batch-size 16 --seq-len 128 --workers 1 \
+    --seeds 4 --sfplus-extra --long-seed-baselines adamw-cosine adamw-linear \
+    --out benchmarks/results/quality_cpu_debian_50k_16x128
+for pair in "quality_cpu_debian rerun4_6k" "quality_cpu_debian_20k_1000 rerun4_20k" \
+            "quality_cpu_debian_50k rerun4_50k" "quality_cpu_debian_100k rerun4_100k" \
+            "quality_cpu_debian_50k_16x128 rerun4_50k_16x128"; do
+    set -- $pair
+    python benchmarks/sfplus_rerun.py "benchmarks/results/$1/results.json" --configs sfplus sfplus-cw100-b0.8 \
+        --seeds 4 --out "benchmarks/results/$2"
+done
+python -m sfplus_lab.robust --out benchmarks/results/robust_v4 --configs default default-cw100-b0.8 --no-adamw
+bash benchmarks/results/probes5_6k/command.txt    # both probe folders (6.6k and 20k, <= 100 tokens/param)
