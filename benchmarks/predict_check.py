@@ -4,9 +4,9 @@
 
 For every ScheduleFree+ curve in the benchmark results files (the anytime curves, evaluated 12 times per
 decade; a diverged run is skipped) and every lab run folder, fits the first fraction of the curve exactly
-as ``sfplus predict`` does (after the warm start, c_warmup) and compares the prediction at the last
-evaluation with the measured value. Prints a markdown table and, per fraction, the median absolute error
-and how often the error was within two jackknife standard errors.
+as ``sfplus predict`` does (from ``fit_start``: after the warm start and twice the warmup) and compares the
+prediction at the last evaluation with the measured value. Prints a markdown table and, per fraction, the
+median absolute error and how often the error was within two jackknife standard errors.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from pathlib import Path
 
 from sfplus_lab.errors import UserError
 from sfplus_lab.optim_factory import is_tuned
-from sfplus_lab.predict import predict_rows, predict_run, read_eval_rows
+from sfplus_lab.predict import fit_start, predict_rows, predict_run, read_eval_rows
 
 
 def bench_curves(path: Path):
-    """(name, rows in steps, c_warmup + 1) of each finite ScheduleFree+ anytime curve of a results.json."""
+    """(name, rows in steps, first fitted step) of each finite ScheduleFree+ anytime curve of a results.json."""
     doc = json.loads(path.read_text())
-    c_warmup = (doc.get("sfplus_config") or {}).get("c_warmup")
-    start = c_warmup + 1 if isinstance(c_warmup, int) else 1
+    start = fit_start(doc.get("sfplus_config"))
     for size, block in doc["sizes"].items():
         for name, run in block["anytime"].items():
             if is_tuned(run["method"]):  # a baseline; the fixed rows are ScheduleFree+ configurations

@@ -82,18 +82,30 @@ def read_eval_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
-def _after_warm_start(run: Path) -> int:
-    """c_warmup + 1 from a lab run's config.json or a bench record's optim section (1 when unknown)."""
+def fit_start(optim: dict | None) -> int:
+    """The first step the fit uses: after the warm start (``c_warmup``) and after twice the warmup of the step
+    (``warmup_steps``), whichever is later. During the warm start x simply follows z; during and just after
+    the warmup the loss falls far faster than the fitted law (the quickstart's unigram plateau ends near step
+    60). Twice the warmup is the span the paper advises for the warm start, and was the library's until the
+    default dropped the warm start. 1 when the settings are unknown."""
+    if not isinstance(optim, dict):
+        return 1
+
+    def count(name: str) -> int:
+        value = optim.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    return max(count("c_warmup"), 2 * count("warmup_steps")) + 1
+
+
+def _fit_start_of(run: Path) -> int:
+    """:func:`fit_start` from a lab run's config.json or a bench record's optim section (1 when unknown)."""
     path = run if run.is_file() else run / "config.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return 1
-    optim = record.get("optim") if isinstance(record, dict) else None
-    c_warmup = optim.get("c_warmup") if isinstance(optim, dict) else None
-    if isinstance(c_warmup, int) and not isinstance(c_warmup, bool) and c_warmup >= 0:
-        return c_warmup + 1
-    return 1
+    return fit_start(record.get("optim") if isinstance(record, dict) else None)
 
 
 def read_bench_run(path: Path, metric: str) -> tuple[list[tuple[int, float]], int | None]:
@@ -190,8 +202,8 @@ def predict_run(
     """Fit the evaluations at steps in [from_step, fraction * target] and predict ``metric`` at the target step.
 
     The target is ``target_step`` if given, else the planned steps in config.json, else the last
-    evaluated step. ``from_step`` defaults to the first step after the warm start (``c_warmup``): before
-    it x simply follows z and no averaging has begun. ``actual`` is the evaluation at the target step
+    evaluated step. ``from_step`` defaults to :func:`fit_start`: after the warm start (``c_warmup``) and
+    twice the warmup, whichever is later. ``actual`` is the evaluation at the target step
     when the run has one.
     """
     run_dir = Path(run_dir)
@@ -205,7 +217,7 @@ def predict_run(
             planned = planned_steps(run_dir)
     if not rows:
         raise UserError(f"{run_dir} has no evaluations of {metric!r}")
-    start = from_step if from_step is not None else _after_warm_start(run_dir)
+    start = from_step if from_step is not None else _fit_start_of(run_dir)
     return predict_rows(rows, fraction=fraction, target_step=target_step or planned or rows[-1][0], start=start,
                         name=str(run_dir), metric=metric)  # fmt: skip
 
@@ -263,14 +275,15 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fraction", type=float, default=0.5,
         help="fit the evaluations in this first fraction of the run (0.5; widened to the first 4 evaluations after "
-        "the warm start when it holds fewer)",
+        "the fit's first step when it holds fewer)",
     )
     parser.add_argument("--metric", default="val_loss", help="the metrics.jsonl field to predict (val_loss)")
     parser.add_argument(
         "--at-step", type=int, default=None, help="predict at this step (default: the run's planned last step)"
     )
     parser.add_argument(
-        "--from-step", type=int, default=None, help="ignore evaluations before this step (default: after c_warmup)"
+        "--from-step", type=int, default=None,
+        help="ignore evaluations before this step (default: after c_warmup and 2 x warmup_steps)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per run instead of a table")
 

@@ -176,7 +176,8 @@ def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest
     """``sfplus predict`` once failed on the README's own run (1 evaluation in steps 101..175).
 
     The README's command (the default recipe) with a 50k model and 600k tokens (293 steps, ~12 s): its
-    log-spaced evaluations give the default fit enough points after the warm start (the library's c_warmup).
+    log-spaced evaluations give the default fit enough points after its first step (twice the library's warmup:
+    the default has no warm start).
     """
     import torch
 
@@ -193,6 +194,19 @@ def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest
     p = json.loads(capsys.readouterr().out)
     from sfplus import PRESETS
 
-    assert p["target_step"] == 293 and p["fit_from_step"] == PRESETS["robust"]["c_warmup"] + 1
+    robust = PRESETS["robust"]
+    assert p["target_step"] == 293 and p["fit_from_step"] == max(robust["c_warmup"], 2 * robust["warmup_steps"]) + 1
+    assert p["fit_from_step"] == 101
     assert p["fit"]["num_points"] >= 4
     assert p["actual"] is not None and p["stderr"] is not None and abs(p["rel_error"]) < 0.2
+
+
+def test_the_fit_starts_after_the_warm_start_and_twice_the_warmup() -> None:
+    from sfplus_lab.predict import fit_start
+
+    assert fit_start({"c_warmup": 0, "warmup_steps": 50}) == 101  # the default: no warm start, a 50-step warmup
+    assert fit_start({"c_warmup": 100, "warmup_steps": 50}) == 101  # the fourth session's default
+    assert fit_start({"c_warmup": 300, "warmup_steps": 50}) == 301
+    assert fit_start({"c_warmup": 0, "warmup_steps": 0}) == 1
+    assert fit_start({"c_warmup": None, "warmup_steps": True}) == 1  # unknown or malformed settings count as 0
+    assert fit_start(None) == 1 and fit_start({}) == 1
