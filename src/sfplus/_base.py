@@ -369,6 +369,7 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             cs.append(c)
             y_betas.append(y_beta)
             lr_maxes.append(lr_max)
+        self._finish_update()
         p = numerator / denominator
         positive = ok & (numerator > 0.0)
         p_ref, p_first = self._global("p_ref"), self._global("p_first")
@@ -544,6 +545,10 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **scalars: Any) -> None:
         raise NotImplementedError
+
+    def _finish_update(self) -> None:
+        """Run the tensor updates that ``_update_group`` left pending (its coefficients already computed
+        from the run state as it was before the step's commits); none by default."""
 
     def _init_eval_state(self, params: list[torch.Tensor]) -> None:
         """The state eval() adds to freshly allocated state (the y kept aside); none by default."""

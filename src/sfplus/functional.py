@@ -98,10 +98,31 @@ def update_coefficients(
     identity: m, v, d and y keep their bits (with the gradient zeroed, see ``_sanitize``). That is how a
     skipped step (non-finite loss or gradient, all-zero gradient) changes nothing without a host branch.
     """
+    return update_coefficient_rows(
+        k=k, alpha=alpha, beta=beta, beta_prev=beta_prev, c=c, beta1=beta1, beta2=beta2, eps=eps,
+        weight_decays=(weight_decay,), ok=ok,
+    )[0]  # fmt: skip
+
+
+def update_coefficient_rows(
+    *, k: Any, alpha: Any, beta: Any, beta_prev: Any, c: Any, beta1: float, beta2: float, eps: float,
+    weight_decays: tuple[Any, ...], ok: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """:func:`update_coefficients` for several weight decays at once: one row per entry of ``weight_decays``
+    (float64, shape ``(len(weight_decays), len(COEF_ORDER))``). The rows differ only in ``decay``; every
+    other entry is computed once, so row i holds the very values ``update_coefficients`` gives for
+    ``weight_decay=weight_decays[i]``. One tensor for the tensors of a param group with AdamC decay and
+    those without (``decay_1d=False``), so that one compiled call updates both (``fused_update_rows``)."""
     device = alpha.device
     values = adam_coefficients(k=k, alpha=alpha, beta1=beta1, beta2=beta2, eps=eps)  # the base step's
-    values += averaging_coefficients(alpha=alpha, beta=beta, beta_prev=beta_prev, c=c, weight_decay=weight_decay)
-    coef = torch.stack([_as_device_scalar(v, device) for v in values])
+    values += averaging_coefficients(alpha=alpha, beta=beta, beta_prev=beta_prev, c=c, weight_decay=weight_decays[0])
+    scalars = [_as_device_scalar(v, device) for v in values]
+    rows = [scalars]
+    for weight_decay in weight_decays[1:]:
+        row = list(scalars)
+        row[_DECAY] = _as_device_scalar(_decay(alpha, weight_decay), device)
+        rows.append(row)
+    coef = torch.stack([torch.stack(row) for row in rows]) if len(rows) > 1 else torch.stack(scalars)[None]
     if ok is not None:
         coef = torch.where(ok, coef, constant(_IDENTITY, device))
     return coef
@@ -112,14 +133,17 @@ def averaging_coefficients(*, alpha: Any, beta: Any, beta_prev: Any, c: Any, wei
     ``COEF_ORDER`` after the base step's: whatever the base step, with w = z_k - z_{k-1} (its move of z,
     decay included), y_k = y + y_w·w + y_d·d and d_k = d_d·d + d_w·w."""
     a = beta * (1.0 - c) / beta_prev  # A
-    decay = -(alpha**2) * weight_decay  # (5) δ = -α²λ
     return [
-        decay,
+        _decay(alpha, weight_decay),
         1.0 - a * beta_prev,  # y_w = B
         1.0 - a,  # y_d
         a,  # d_d
         a * beta_prev,  # d_w = 1 - B
     ]
+
+
+def _decay(alpha: Any, weight_decay: Any) -> Any:
+    return -(alpha**2) * weight_decay  # (5) δ = -α²λ
 
 
 def _as_device_scalar(value: Any, device: torch.device) -> torch.Tensor:
@@ -140,6 +164,7 @@ def constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
 
 
 COEF_ORDER = ("beta1", "beta2", "eps_scaled", "adam", "decay", "y_w", "y_d", "d_d", "d_w")
+_DECAY = COEF_ORDER.index("decay")
 #: The coefficients of the identity update (with the gradient read as 0, so w = 0; eps_scaled stays positive).
 _IDENTITY = (1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -271,14 +296,26 @@ def _fused_math(Y, Dd, M, V, G, s, ok, c1, c2):
     # ``s`` and ``ok`` are tensors: one graph serves every step, whatever the values (c1 = 1-β1 and
     # c2 = 1-β2 are constants of the run).
     for y, d, m, v, g in zip(Y, Dd, M, V, G):
-        g = torch.where(ok, g, 0.0)  # a skipped step: 0·g must be 0 even for g = inf
-        m_new = m * s[0] + g * c1  # (6)
-        v_new = v * s[1] + g * g * c2  # (6)
-        w = m_new / ((v_new.sqrt() + s[2]) / s[3]) + y * s[4]  # (5, 7) w = z_k - z_{k-1}
-        y.copy_(y + w * s[5] + d * s[6])  # (9, 10)
-        d.copy_(d * s[7] + w * s[8])  # d_k = z_k - y_k
-        m.copy_(m_new)
-        v.copy_(v_new)
+        _fused_tensor(y, d, m, v, g, s, ok, c1, c2)
+
+
+def _fused_rows_math(Y, Dd, M, V, G, S, rows, ok, c1, c2):
+    # ``_fused_math`` with a coefficient row per tensor: ``S`` holds one row per (param group, decay or
+    # not), ``rows`` (Python ints, constants of the graph) says which row each tensor takes. One graph, one
+    # call per step for every param group of a (device, dtype) bucket; the arithmetic is ``_fused_tensor``'s.
+    for y, d, m, v, g, r in zip(Y, Dd, M, V, G, rows):
+        _fused_tensor(y, d, m, v, g, S[r], ok, c1, c2)
+
+
+def _fused_tensor(y, d, m, v, g, s, ok, c1, c2):
+    g = torch.where(ok, g, 0.0)  # a skipped step: 0·g must be 0 even for g = inf
+    m_new = m * s[0] + g * c1  # (6)
+    v_new = v * s[1] + g * g * c2  # (6)
+    w = m_new / ((v_new.sqrt() + s[2]) / s[3]) + y * s[4]  # (5, 7) w = z_k - z_{k-1}
+    y.copy_(y + w * s[5] + d * s[6])  # (9, 10)
+    d.copy_(d * s[7] + w * s[8])  # d_k = z_k - y_k
+    m.copy_(m_new)
+    v.copy_(v_new)
 
 
 def _fused_stats_math(Dd, G, acc_dtype=None):
@@ -340,6 +377,26 @@ def _update_fused(Y, Dd, M, V, G, s, ok, has_decay: bool, beta1: float, beta2: f
 
 
 _UPDATE = {"single": _update_single, "foreach": _update_foreach, "fused": _update_fused}
+
+
+def fused_update_rows(Y, Dd, M, V, G, S, rows, ok, has_decay, beta1: float, beta2: float) -> None:
+    """The fused update of tensors that take different coefficient rows, in one compiled call.
+
+    ``Y, Dd, M, V, G``: one (device, dtype) bucket (G in the state dtype); ``S``: the coefficient rows in
+    that dtype (``update_coefficient_rows``, one row per param group and decay); ``rows[i]``: the row of
+    tensor i; ``has_decay[r]``: whether row r has AdamC decay (read only by the eager fallback). ``ok``: the
+    gate of ``schedulefree_plus_update``. The same numbers as one ``schedulefree_plus_update`` call per row.
+    """
+    okt = ok if ok is not None else constant((1.0,), S.device)[0] > 0.0
+
+    def fallback(*_):
+        for r in sorted(set(rows)):
+            idx = [i for i, ri in enumerate(rows) if ri == r]
+            sub = ([seq[i] for i in idx] for seq in (Y, Dd, M, V, G))
+            _update_foreach(*sub, S[r], ok, has_decay[r], beta1, beta2)
+
+    args = (Y, Dd, M, V, G, S, tuple(rows), okt, 1.0 - beta1, 1.0 - beta2)
+    _run_compiled("update_rows", _fused_rows_math, fallback, *args)
 
 
 def tensor_statistics(

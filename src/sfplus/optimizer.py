@@ -10,12 +10,14 @@ from . import _distributed as D
 from ._base import ScheduleFreePlusBase
 from .functional import (
     eval_from_train,
+    fused_update_rows,
     resolve_path,
     schedulefree_plus_update,
     tensor_statistics,
     train_from_eval,
     train_from_eval_d,
     train_from_eval_z,
+    update_coefficient_rows,
     update_coefficients,
 )
 
@@ -218,6 +220,9 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         return torch.dot(dots, weights) / group["y_beta"], torch.dot(l1s, weights)
 
     def _update_group(self, group: dict[str, Any], params: list[torch.Tensor], **s: Any) -> None:
+        if self._path(group) == "fused" and params:
+            self._defer_fused(group, params, s)
+            return
         if group["decay_1d"] or group["weight_decay"] == 0.0 or all(p.ndim >= 2 for p in params):
             self._update_tensors(
                 group, params, s, s["weight_decay"], with_idle=True, has_decay=group["weight_decay"] != 0.0
@@ -271,6 +276,67 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             beta2=beta2,
             path=self._path(group),
         )
+
+    def _defer_fused(self, group: dict[str, Any], params: list[torch.Tensor], s: dict[str, Any]) -> None:
+        """The fused path of ``_update_group``: the coefficients now (they read ``y_beta`` before the step
+        commits it), the one compiled call for every group in ``_finish_update``.
+
+        With ``decay_1d=False`` the group's 1-D tensors take a second coefficient row, the same as the
+        matrices' but for λ = 0, the values the two calls of ``_update_tensors`` would get: one compiled call
+        serves both (and every other fused group of the same dtype and betas), one graph, one guard check.
+        """
+        beta1, beta2 = group["betas"]
+        beta_prev = group["y_beta"]
+        split = not (group["decay_1d"] or group["weight_decay"] == 0.0)
+        decays = (s["weight_decay"], 0.0) if split else (s["weight_decay"],)
+        coef = update_coefficient_rows(
+            k=s["k"], alpha=s["alpha"], beta=s["beta"], beta_prev=beta_prev, c=s["c"], beta1=beta1, beta2=beta2,
+            eps=group["eps"], weight_decays=decays, ok=s["ok"],
+        )  # fmt: skip
+        pending = self.__dict__.setdefault("_pending", [])
+        offset = sum(job[1].shape[0] for job in pending)
+        has_decay = [group["weight_decay"] != 0.0] + [False] * (len(decays) - 1)
+        tensors = []
+        state = self.state
+        for p in params:
+            st = state[p]
+            lp = D.local(p)
+            ys = st.get("y")
+            tensors.append(
+                (lp, D.local(p.grad), lp if ys is None else D.local(ys), D.local(st["d"]), D.local(st["m"]),
+                 D.local(st["v"]), offset + (1 if split and p.ndim < 2 else 0))
+            )  # fmt: skip
+        pending.append((tensors, coef, has_decay, (beta1, beta2), s["gate"]))
+        if len(params) != len(group["params"]) and group["sf_beta1_anneal_steps"] > 0:
+            with_grad = set(params)
+            idle = [p for p in self._params_with_state(group) if p not in with_grad]
+            if idle:  # β̃ may change: rebuild y (weight 0 on a skipped step)
+                idle_weight = torch.where(s["ok"], 1.0 - s["beta"] / beta_prev, 0.0)
+                schedulefree_plus_update(
+                    [], [], [], [], [], [],
+                    idle_ys=[self._y(p) for p in idle], idle_ds=[D.local(self.state[p]["d"]) for p in idle],
+                    idle_params=[D.local(p) for p in idle], coef=coef[0], idle_weight=idle_weight,
+                    beta1=beta1, beta2=beta2, path="fused",
+                )  # fmt: skip
+
+    def _finish_update(self) -> None:
+        pending = self.__dict__.pop("_pending", None)
+        if not pending:
+            return
+        S = torch.cat([job[1] for job in pending]) if len(pending) > 1 else pending[0][1]
+        has_decay = [h for job in pending for h in job[2]]
+        buckets: dict[Any, list[tuple]] = {}
+        for tensors, _, _, betas, _ in pending:
+            for t in tensors:
+                buckets.setdefault((t[3].device, t[3].dtype, betas), []).append(t)
+        gate = pending[0][4]
+        for (_, dtype, (beta1, beta2)), ts in buckets.items():
+            P, G, Y, Dd, M, V, R = (list(seq) for seq in zip(*ts))
+            G = [g if g.dtype == d.dtype else g.to(d.dtype) for g, d in zip(G, Dd)]
+            fused_update_rows(Y, Dd, M, V, G, S.to(dtype), R, gate, has_decay, beta1, beta2)
+            for p, y in zip(P, Y):
+                if y is not p:
+                    p.copy_(y)
 
     def _init_eval_state(self, params: list[torch.Tensor]) -> None:
         for p in params:
