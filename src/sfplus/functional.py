@@ -346,7 +346,9 @@ _compiled: dict[str, Any] = {}
 
 def _compiled_fn(name: str, fn):
     if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=False)
+        # dynamo's guards already pin every input's size and stride (dynamic=False): the compiled code's own
+        # per-input assert_size_stride checks (one per tensor, ~190 per step) are left out.
+        _compiled[name] = torch.compile(fn, dynamic=False, options={"size_asserts": False})
     return _compiled[name]
 
 
