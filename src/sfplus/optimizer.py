@@ -282,8 +282,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         commits it), the one compiled call for every group in ``_finish_update``.
 
         With ``decay_1d=False`` the group's 1-D tensors take a second coefficient row, the same as the
-        matrices' but for λ = 0, the values the two calls of ``_update_tensors`` would get: one compiled call
-        serves both (and every other fused group of the same dtype and betas), one graph, one guard check.
+        matrices' but for λ = 0, the values the two calls of ``_update_tensors`` would get. The matrices of
+        every fused group of one dtype and betas share one compiled call, their 1-D tensors a second.
         """
         beta1, beta2 = group["betas"]
         beta_prev = group["y_beta"]
@@ -328,9 +328,11 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         buckets: dict[Any, list[tuple]] = {}
         for tensors, _, _, betas, _ in pending:
             for t in tensors:
-                buckets.setdefault((t[3].device, t[3].dtype, betas), []).append(t)
+                # matrices and 1-D tensors stay two calls: one graph over all of them made the 15.6M step
+                # 2-3% slower (benchmarks/results/step_cpu_fixed_cost_20261129/, batches 1-3)
+                buckets.setdefault((t[3].device, t[3].dtype, betas, t[3].dim() < 2), []).append(t)
         gate = pending[0][4]
-        for (_, dtype, (beta1, beta2)), ts in buckets.items():
+        for (_, dtype, (beta1, beta2), _), ts in buckets.items():
             P, G, Y, Dd, M, V, R = (list(seq) for seq in zip(*ts))
             G = [g if g.dtype == d.dtype else g.to(d.dtype) for g, d in zip(G, Dd)]
             fused_update_rows(Y, Dd, M, V, G, S.to(dtype), R, gate, has_decay, beta1, beta2)
