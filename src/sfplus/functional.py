@@ -301,8 +301,8 @@ def _fused_math(Y, Dd, M, V, G, s, ok, c1, c2):
 
 def _fused_rows_math(Y, Dd, M, V, G, S, rows, ok, c1, c2):
     # ``_fused_math`` with a coefficient row per tensor: ``S`` holds one row per (param group, decay or
-    # not), ``rows`` (Python ints, constants of the graph) says which row each tensor takes. One graph, one
-    # call per step for every param group of a (device, dtype) bucket; the arithmetic is ``_fused_tensor``'s.
+    # not), ``rows`` (Python ints, constants of the graph) says which row each tensor takes, so that one call
+    # serves the tensors of several param groups; the arithmetic is ``_fused_tensor``'s.
     for y, d, m, v, g, r in zip(Y, Dd, M, V, G, rows):
         _fused_tensor(y, d, m, v, g, S[r], ok, c1, c2)
 
