@@ -178,10 +178,8 @@ def test_x_changed_in_eval_mode_is_the_new_x(dtype):
         torch.testing.assert_close(a, b, **(TOL if dtype == torch.float64 else tol))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("sf_beta1", [0.5, 0.9])
-def test_eval_state_without_kept_y_rebuilds_within_bound(dtype, sf_beta1, gen):
-    """An eval-mode state dict of version 0.1.0 kept no y: train() rebuilds it from x and z, up to rounding."""
+def _trained_on_a_quadratic(dtype, sf_beta1, gen):
+    """A 64-element parameter after 20 steps on a quadratic, and its optimizer (in train mode)."""
     w = torch.nn.Parameter(torch.randn(64, generator=gen).to(dtype))
     target = torch.randn(64, generator=gen).to(dtype)
     opt = cases.ScheduleFreePlus([w], sf_beta1=sf_beta1)
@@ -190,6 +188,14 @@ def test_eval_state_without_kept_y_rebuilds_within_bound(dtype, sf_beta1, gen):
         loss = ((w - target) ** 2).mean()
         loss.backward()
         opt.step(loss=loss)
+    return w, opt
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sf_beta1", [0.5, 0.9])
+def test_eval_state_without_kept_y_rebuilds_within_bound(dtype, sf_beta1, gen):
+    """An eval-mode state dict of version 0.1.0 kept no y: train() rebuilds it from x and z, up to rounding."""
+    w, opt = _trained_on_a_quadratic(dtype, sf_beta1, gen)
     y0 = w.detach().clone()
     opt.eval()
     x0 = w.detach().clone()
@@ -211,14 +217,7 @@ def test_eval_state_without_kept_y_rebuilds_within_bound(dtype, sf_beta1, gen):
 def test_eval_state_with_d_but_without_kept_y_rebuilds_y(dtype, gen):
     """An eval-mode state loaded without its kept y (torch.distributed.checkpoint into an optimizer whose
     state had none): train() rebuilds y = x - (1 - 1/β̃)·d from the parameter's x, up to rounding."""
-    w = torch.nn.Parameter(torch.randn(64, generator=gen).to(dtype))
-    target = torch.randn(64, generator=gen).to(dtype)
-    opt = cases.ScheduleFreePlus([w], sf_beta1=0.9)
-    for _ in range(20):
-        opt.zero_grad()
-        loss = ((w - target) ** 2).mean()
-        loss.backward()
-        opt.step(loss=loss)
+    w, opt = _trained_on_a_quadratic(dtype, 0.9, gen)
     y0 = w.detach().clone()
     opt.eval()
     state = opt.state_dict()
