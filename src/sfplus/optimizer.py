@@ -308,16 +308,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
             )  # fmt: skip
         pending.append((tensors, coef, has_decay, (beta1, beta2), s["gate"]))
         if len(params) != len(group["params"]) and group["sf_beta1_anneal_steps"] > 0:
-            with_grad = set(params)
-            idle = [p for p in self._params_with_state(group) if p not in with_grad]
-            if idle:  # β̃ may change: rebuild y (weight 0 on a skipped step)
-                idle_weight = torch.where(s["ok"], 1.0 - s["beta"] / beta_prev, 0.0)
-                schedulefree_plus_update(
-                    [], [], [], [], [], [],
-                    idle_ys=[self._y(p) for p in idle], idle_ds=[D.local(self.state[p]["d"]) for p in idle],
-                    idle_params=[D.local(p) for p in idle], coef=coef[0], idle_weight=idle_weight,
-                    beta1=beta1, beta2=beta2, path="fused",
-                )  # fmt: skip
+            # tensors without a gradient: their y follows a changed β̃ now, as on the other paths
+            self._update_tensors(group, [], s, s["weight_decay"], with_idle=True, has_decay=False)
 
     def _finish_update(self) -> None:
         pending = self.__dict__.pop("_pending", None)
