@@ -46,8 +46,10 @@ def _passes(size: str) -> dict[str, tuple[int, object]]:
     for p, grad in zip(params, tensors()):
         p.grad = grad
     adam = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, fused=True)
-    # the step's scalars (functional.COEF_ORDER, read by functional._fused_math); values do not change the reads
-    scalars = torch.full((len(F.COEF_ORDER),), 0.5)
+    # the step's scalars (one row of functional.COEF_ORDER for every tensor, read by functional._fused_rows_math);
+    # values do not change the reads
+    scalars = torch.full((1, len(F.COEF_ORDER)), 0.5)
+    rows = (0,) * len(shapes)
     ok = torch.tensor(True)
 
     def scale(xs: list[torch.Tensor]) -> None:
@@ -55,13 +57,13 @@ def _passes(size: str) -> dict[str, tuple[int, object]]:
             x.mul_(-1.0)  # a sign flip: exact however often it runs (a multiply by 1.0 is compiled away)
 
     stats = torch.compile(F._fused_stats_math, dynamic=False)
-    update = torch.compile(F._fused_math, dynamic=False)
+    update = torch.compile(F._fused_rows_math, dynamic=False)
     scale_c = torch.compile(scale, dynamic=False)
     return {
         "one read (scale in place)": (1, lambda: scale_c(unit)),
         "AdamW fused step": (4, adam.step),
         "ScheduleFree+ statistics pass": (2, lambda: stats(d, g, F._stats_accumulation(d[0]))),
-        "ScheduleFree+ update pass": (5, lambda: update(y, d, m, v, g, scalars, ok, 0.1, 0.05)),
+        "ScheduleFree+ update pass": (5, lambda: update(y, d, m, v, g, scalars, rows, ok, 0.1, 0.05)),
     }
 
 

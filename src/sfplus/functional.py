@@ -291,18 +291,12 @@ def _update_foreach(Y, Dd, M, V, G, s, ok, has_decay: bool, beta1: float, beta2:
     torch._foreach_add_(Dd, torch._foreach_mul(W, s[8]))
 
 
-def _fused_math(Y, Dd, M, V, G, s, ok, c1, c2):
-    # One elementwise expression per tensor, so inductor emits one loop that reads y, d, m, v, g once.
-    # ``s`` and ``ok`` are tensors: one graph serves every step, whatever the values (c1 = 1-β1 and
-    # c2 = 1-β2 are constants of the run).
-    for y, d, m, v, g in zip(Y, Dd, M, V, G):
-        _fused_tensor(y, d, m, v, g, s, ok, c1, c2)
-
-
 def _fused_rows_math(Y, Dd, M, V, G, S, rows, ok, c1, c2):
-    # ``_fused_math`` with a coefficient row per tensor: ``S`` holds one row per (param group, decay or
-    # not), ``rows`` (Python ints, constants of the graph) says which row each tensor takes, so that one call
-    # serves the tensors of several param groups; the arithmetic is ``_fused_tensor``'s.
+    # One elementwise expression per tensor, so inductor emits one loop that reads y, d, m, v, g once.
+    # ``S`` and ``ok`` are tensors: one graph serves every step, whatever the values (c1 = 1-β1 and c2 = 1-β2
+    # are constants of the run). ``S`` holds one coefficient row per (param group, decay or not), ``rows``
+    # (Python ints, constants of the graph) says which row each tensor takes, so that one call serves the
+    # tensors of several param groups.
     for y, d, m, v, g, r in zip(Y, Dd, M, V, G, rows):
         _fused_tensor(y, d, m, v, g, S[r], ok, c1, c2)
 
@@ -369,13 +363,8 @@ def _run_compiled(name: str, fn, fallback, *args):
 
 
 def _update_fused(Y, Dd, M, V, G, s, ok, has_decay: bool, beta1: float, beta2: float) -> None:
-    okt = ok if ok is not None else constant((1.0,), s.device)[0] > 0.0
-    _run_compiled(
-        "update",
-        _fused_math,
-        lambda *a: _update_foreach(Y, Dd, M, V, G, s, ok, has_decay, beta1, beta2),
-        Y, Dd, M, V, G, s, okt, 1.0 - beta1, 1.0 - beta2,
-    )  # fmt: skip
+    # one coefficient row for every tensor: the optimizer's compiled update (fused_update_rows), one graph
+    fused_update_rows(Y, Dd, M, V, G, s[None], [0] * len(Y), ok, [has_decay], beta1, beta2)
 
 
 _UPDATE = {"single": _update_single, "foreach": _update_foreach, "fused": _update_fused}
