@@ -67,6 +67,23 @@ def _passes(size: str) -> dict[str, tuple[int, object]]:
     }
 
 
+def _time_passes(size: str, repeats: int) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """Each pass's tensor reads, and its times over ``repeats`` rounds (after two untimed runs), the order
+    rotated every round."""
+    passes = _passes(size)
+    for _, fn in passes.values():  # compile and warm up
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    names = list(passes)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order every round
+            t0 = time.perf_counter()
+            passes[name][1]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: reads for name, (reads, _) in passes.items()}, times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="15m", choices=list(SHAPES))
@@ -77,25 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    passes = _passes(args.size)
-    for _, fn in passes.values():  # compile and warm up
-        fn()
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in passes}
-    names = list(passes)
-    for r in range(args.repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order every round
-            t0 = time.perf_counter()
-            passes[name][1]()
-            times[name].append(time.perf_counter() - t0)
+    try:  # the caller's thread count and grad mode come back (the slow test calls main() inside pytest)
+        with torch.no_grad():
+            reads_of, times = _time_passes(args.size, args.repeats)
+    finally:
+        torch.set_num_threads(threads)
+    names = list(times)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     unit = med["one read (scale in place)"]
-    print(f"size {args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} rounds")
+    print(f"size {args.size}, torch {torch.__version__}, {args.threads} threads, {args.repeats} rounds")
     print(f"{'pass':32s} {'reads':>5s} {'median ms':>10s} {'in reads':>9s} {'ms per read':>12s}")
     for name in names:
-        reads = passes[name][0]
+        reads = reads_of[name]
         print(f"{name:32s} {reads:5d} {med[name] * 1e3:10.2f} {med[name] / unit:9.2f} {med[name] * 1e3 / reads:12.2f}")
     kernels = med["ScheduleFree+ statistics pass"] + med["ScheduleFree+ update pass"]
     print(f"ScheduleFree+ passes / AdamW fused step: {kernels / med['AdamW fused step']:.2f}x "
