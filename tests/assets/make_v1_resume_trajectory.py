@@ -31,8 +31,9 @@ import sfplus._base  # noqa: E402
 NUM_STEPS = 10
 
 
-def resume() -> tuple[list[dict[str, torch.Tensor]], list[float]]:
-    """Load the 0.1.0 state dict with the importable sfplus and step; the params after each step, and α."""
+def load_v1():
+    """``state_dict_v1.pt`` loaded with the importable sfplus: (the saved dict, its problem with the saved
+    weights, the optimizer with the saved state)."""
     saved = torch.load(HERE / "state_dict_v1.pt", weights_only=True)
     problem = v1.problem()
     with torch.no_grad():
@@ -40,6 +41,12 @@ def resume() -> tuple[list[dict[str, torch.Tensor]], list[float]]:
             p.copy_(saved["params"][name])
     opt = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5), **v1.SETTINGS)
     opt.load_state_dict(saved["optimizer"])
+    return saved, problem, opt
+
+
+def resume() -> tuple[list[dict[str, torch.Tensor]], list[float]]:
+    """Load the 0.1.0 state dict with the importable sfplus and step; the params after each step, and α."""
+    _, problem, opt = load_v1()
     params, alphas = [], []
     for _ in range(NUM_STEPS):
         opt.step(problem.closure_for(opt))

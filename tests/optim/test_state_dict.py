@@ -249,16 +249,11 @@ def test_v1_state_dict_loads_and_steps():
     sys.path.insert(0, str(ASSETS))
     try:
         import make_state_dict_v1 as v1
+        import make_v1_resume_trajectory as trajectory
     finally:
         sys.path.remove(str(ASSETS))
-    saved = torch.load(ASSETS / "state_dict_v1.pt", weights_only=True)
+    saved, problem, opt = trajectory.load_v1()
     assert saved["sfplus_version"] == "0.1.0"
-    problem = v1.problem()
-    with torch.no_grad():
-        for name, p in problem.params.items():
-            p.copy_(saved["params"][name])
-    opt = cases.ScheduleFreePlus(problem.groups(group1_lr=0.5), **v1.SETTINGS)
-    opt.load_state_dict(saved["optimizer"])
     assert opt.param_groups[0]["k"] == v1.NUM_STEPS
     for _ in range(3):
         opt.step(problem.closure_for(opt))
