@@ -336,69 +336,51 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
             return ret
         device = D.local(next(p.grad for params in active for p in params)).device
         self._scalars_to(device)
-        k_prev = self._global("k")
-        k_new = k_prev + 1
-        k = k_new.to(torch.float64)  # the candidate k, in the float64 of the scalar arithmetic
-        betas = [
-            S.annealed_beta(k, g["sf_beta1"], g["sf_beta1_max"], g["sf_beta1_anneal_steps"]) for g in self.param_groups
-        ]
-        F, inner, l1 = self._gather_statistics(loss_local, active, betas)
-        finite = torch.isfinite(F) & torch.isfinite(inner) & torch.isfinite(l1)
+        stats = self._gather_statistics(loss_local, active, device)
+        out = self._schedule(
+            stats,
+            tuple(self._global(key) for key in ("k", "e", "p_ref", "p_first", "num_skipped")),
+            tuple(
+                (self._group_lr(i, group, device), group["weight_decay"], group["y_beta"], group["lr_max"],
+                 group["weight_sum"])
+                for i, group in enumerate(self.param_groups)
+            ),  # fmt: skip
+            self._schedule_constants(),
+        )
+        ok, finite = out["ok"], out["finite"]
         if self._global("nonfinite") == "raise" and not bool(finite):  # the one sync, asked for
-            raise FloatingPointError(self._nonfinite_message(k_new, F, inner, l1) + "; nothing was updated")
-        ok = finite & (l1 != 0.0)  # an all-zero gradient is a full no-op too (k not advanced)
-        e_prev = self._global("e")
-        e, e_hat = S.l1_ema_update(e_prev, l1, self._global("polyak_beta"), k, self.inner_step.polyak_scale)
-        numerator, denominator = self._polyak_factor(k, F, inner, e_hat)
-        alphas, cs, y_betas, lr_maxes = [], [], [], []
-        gate = None if self._global("nonfinite") == "raise" else ok  # "raise": the gradients are finite
-        for group, params, beta in zip(self.param_groups, active, betas):
-            alpha = self._step_size(group, k, numerator, denominator)
-            c, lr_max, weight_sum = S.averaging_weight(
-                k, alpha, group["lr_max"], group["weight_sum"], group["c_warmup"], group["r"], group["weight_lr_power"]
+            raise FloatingPointError(
+                self._nonfinite_message(self._global("k") + 1, out["F"], out["inner"], out["l1"])
+                + "; nothing was updated"
             )
-            lr_max = torch.where(ok, lr_max, group["lr_max"])
+        gate = None if self._global("nonfinite") == "raise" else ok  # "raise": the gradients are finite
+        for group, params, s in zip(self.param_groups, active, out["groups"]):
             self._init_state(params)
-            decay = S.bounded_decay_rate(alpha, group["weight_decay"], group["bounded_decay"])
-            self._update_group(group, params, k=k, alpha=alpha, beta=beta, c=c, weight_decay=decay, ok=ok, gate=gate)
-            y_beta = torch.where(ok, beta, group["y_beta"])
-            self._commit(group, "lr_max", lr_max)
-            self._commit(group, "weight_sum", torch.where(ok, weight_sum, group["weight_sum"]))
-            self._commit(group, "y_beta", y_beta)
-            alphas.append(alpha)
-            cs.append(c)
-            y_betas.append(y_beta)
-            lr_maxes.append(lr_max)
+            self._update_group(
+                group, params, k=out["k_float"], alpha=s["alpha"], beta=s["beta"], c=s["c"],
+                weight_decay=s["weight_decay"], ok=ok, gate=gate, coef=s["coef"],
+            )  # fmt: skip
+            for key in ("lr_max", "weight_sum", "y_beta"):
+                self._commit(group, key, s[key])
         self._finish_update()
-        p = numerator / denominator
-        positive = ok & (numerator > 0.0)
-        p_ref, p_first = self._global("p_ref"), self._global("p_first")
-        new = {
-            "k": torch.where(ok, k_new, k_prev),
-            "e": torch.where(ok, e, e_prev),
-            "p_ref": torch.where(positive, p, p_ref),
-            "p_first": torch.where(positive & (p_first == 0.0), p, p_first),
-            "num_skipped": self._global("num_skipped") + (~finite).to(torch.int64),
-        }
         for group in self.param_groups:
-            for key, value in new.items():
-                self._commit(group, key, value)
-        status = torch.where(finite, torch.where(ok, 0, 1), 2)  # an index into STATUSES
+            for key in ("k", "e", "p_ref", "p_first", "num_skipped"):
+                self._commit(group, key, out[key])
         self.stats = LazyStats(
             _step_stats,
             ref=weakref.ref(self),
-            status=status,
-            k=new["k"],
-            F=F,
-            inner=inner,
-            l1=l1,
-            e_hat=e_hat,
-            alphas=alphas,
-            cs=cs,
-            betas=y_betas,
-            lr_max=lr_maxes[0],
-            num_skipped=new["num_skipped"],
-            below_floor=F < self._global("loss_floor"),
+            status=out["status"],
+            k=out["k"],
+            F=out["F"],
+            inner=out["inner"],
+            l1=out["l1"],
+            e_hat=out["e_hat"],
+            alphas=[s["alpha"] for s in out["groups"]],
+            cs=[s["c"] for s in out["groups"]],
+            betas=[s["y_beta"] for s in out["groups"]],
+            lr_max=out["groups"][0]["lr_max"],
+            num_skipped=out["num_skipped"],
+            below_floor=out["below_floor"],
         )
         return ret
 
@@ -459,49 +441,52 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         self._record_host(status="zero_grad")
         return True
 
-    def _polyak_factor(self, k: torch.Tensor, F: torch.Tensor, inner: torch.Tensor, e_hat: torch.Tensor):
-        """(b) The global Polyak factor P = numerator / denominator of eq. 4, with the safeguards on I and
-        on P's growth. Returned as the pair so that α = γ·numerator/denominator is computed exactly as the
-        paper's formula when no safeguard is on. (A loss below ``loss_floor`` is warned about when the
-        step's stats are read: that needs the host value.)"""
-        numerator = S.polyak_numerator(F, inner, self._global("loss_floor"), self._global("max_inner"))
-        denominator = S.polyak_denominator(e_hat)
-        numerator = S.growth_bounded_numerator(
-            numerator, denominator, self._global("p_ref"), self._global("max_step_growth")
-        )
-        numerator = S.ratio_bounded_numerator(
-            numerator, denominator, self._global("p_first"), self._global("max_step_ratio")
-        )
-        return numerator, denominator
+    def _schedule_constants(self) -> S.ScheduleConstants:
+        """The host constants of the step's scalar schedule (``_schedule.step_schedule``), rebuilt only when
+        a hyperparameter it reads has changed (the same object otherwise: a compiled schedule's guards hold)."""
+        key = tuple(
+            (g["sf_beta1"], g["sf_beta1_max"], g["sf_beta1_anneal_steps"], g["warmup_steps"], g["max_step"],
+             g["c_warmup"], g["r"], g["weight_lr_power"], g["bounded_decay"], self._coefficient_spec(g))
+            for g in self.param_groups
+        )  # fmt: skip
+        key = (
+            self._global("polyak_beta"), self.inner_step.polyak_scale, self._global("loss_floor"),
+            self._global("max_inner"), self._global("max_step_growth"), self._global("max_step_ratio"), key,
+        )  # fmt: skip
+        cached = self.__dict__.get("_schedule_cache")
+        if cached is None or cached[0] != key:
+            *head, groups = key
+            cached = (key, S.ScheduleConstants(*head, tuple(S.GroupConstants(*g) for g in groups)))
+            self._schedule_cache = cached
+        return cached[1]
 
-    def _step_size(self, group: dict[str, Any], k: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor):
-        """α for one group: γ (its lr times the warmup ramp) times P, then the cap (eq. 4)."""
+    def _coefficient_spec(self, group: dict[str, Any]) -> tuple[float, float, float, bool] | None:
+        """``GroupConstants.rows`` for ``group``: whether (and how) the step's scalar schedule computes its
+        coefficient rows; None by default (the subclass's ``_update_group`` computes what it needs)."""
+        return None
+
+    def _group_lr(self, i: int, group: dict[str, Any], device: torch.device) -> Any:
+        """Group ``i``'s lr as ``step_schedule`` takes it: a tensor lr as it is, else a float."""
         lr = group["lr"]
-        if isinstance(lr, torch.Tensor):  # an LR scheduler's tensor lr stays on the device
-            lr = lr.to(device=numerator.device, dtype=torch.float64)
-        else:
-            lr = float(lr)
-        gamma = lr * S.warmup_factor(k, group["warmup_steps"])
-        alpha = gamma * numerator / denominator
-        return alpha if group["max_step"] is None else torch.clamp(alpha, max=group["max_step"])
+        return lr if isinstance(lr, torch.Tensor) else float(lr)
 
-    def _gather_statistics(self, loss_local: torch.Tensor | float, active: list[list[torch.Tensor]], betas: list[Any]):
-        """(a) The global F, I = Σ β̃⟨g, z-x⟩ and L = ‖g‖₁: one float64 vector, one collective, no sync.
+    def _schedule(self, stats: torch.Tensor, run: tuple, groups: tuple, const: S.ScheduleConstants) -> dict[str, Any]:
+        """Run the step's scalar schedule: eagerly by default (a subclass may run it compiled)."""
+        return S.step_schedule(stats, run, groups, const)
 
-        Returned as 0-D float64 tensors on the gradients' device.
-        """
+    def _gather_statistics(
+        self, loss_local: torch.Tensor | float, active: list[list[torch.Tensor]], device: torch.device
+    ) -> torch.Tensor:
+        """(a) The global statistics as one float64 vector on ``device``, reduced in one collective, no sync:
+        ``[F, dot_0, L_0, dot_1, L_1, ...]``, per group the Σ⟨g, z-x⟩ (without β̃) and L = ‖g‖₁ of its
+        tensors (``step_schedule`` forms I = Σ β̃·dot and L = Σ L_i)."""
         group_handle, world = D.resolve_group(self._process_group)
-        device = D.local(next(p.grad for params in active for p in params)).device
         parts = []
         for group, params in zip(self.param_groups, active):
             dot, l1 = self._group_statistics(group, params, world)
             parts.append(torch.stack([dot.to(device), l1.to(device)]))
         stats = torch.cat([torch.as_tensor(loss_local, dtype=torch.float64, device=device).reshape(1) / world] + parts)
-        stats = D.all_reduce_sum(stats, group_handle, world)
-        F = stats[0]
-        inner = sum(beta * dot for beta, dot in zip(betas, stats[1::2].unbind()))
-        l1 = sum(stats[2::2].unbind())
-        return F, inner, l1
+        return D.all_reduce_sum(stats, group_handle, world)
 
     def _nonfinite_message(self, k: Any, F: Any, inner: Any, l1: Any) -> str:
         F, inner, l1 = float(F), float(inner), float(l1)

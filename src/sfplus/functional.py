@@ -157,6 +157,8 @@ _CONSTANTS: dict[tuple[tuple[float, ...], torch.device], torch.Tensor] = {}
 
 def constant(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
     """A float64 vector of ``values`` on ``device``, copied there once (later steps make no copy)."""
+    if torch.compiler.is_compiling():  # inside a compiled graph (``step_schedule``): a constant of the graph
+        return torch.tensor(values, dtype=torch.float64, device=device)
     key = (values, torch.device(device))
     if key not in _CONSTANTS:
         _CONSTANTS[key] = torch.tensor(values, dtype=torch.float64, device=device)
@@ -360,6 +362,34 @@ def _run_compiled(name: str, fn, fallback, *args):
                 stacklevel=4,
             )
     return fallback(*args)
+
+
+def run_compiled_schedule(stats, run, groups, const) -> dict[str, Any]:
+    """``_schedule.step_schedule``, ``torch.compile``d: one call for the step's ~100 scalar operations (run as
+    it is once compiling has failed).
+
+    The 0-D tensors go in as 1-element views: dynamo takes a 0-D CPU tensor of float64 or int64 for a
+    symbolic number and guards its value through ``.item()`` at every call (a host read, and a recompile
+    whenever a value is specialised); a 1-element tensor is an ordinary input.
+    """
+    run = tuple(_one_element(v) for v in run)
+    groups = tuple(tuple(_one_element(v) for v in g) for g in groups)
+    return _run_compiled("schedule", _schedule_of_views, _schedule_of_views, stats, run, groups, const)
+
+
+def _one_element(v: Any) -> Any:
+    return v.view(1) if isinstance(v, torch.Tensor) and v.dim() == 0 else v
+
+
+def _schedule_of_views(stats, run, groups, const) -> dict[str, Any]:
+    from ._schedule import step_schedule
+
+    def scalar(v: Any) -> Any:
+        return v.reshape(()) if isinstance(v, torch.Tensor) else v
+
+    run = tuple(scalar(v) for v in run)
+    groups = tuple(tuple(scalar(v) for v in g) for g in groups)
+    return step_schedule(stats, run, groups, const)
 
 
 def _update_fused(Y, Dd, M, V, G, s, ok, has_decay: bool, beta1: float, beta2: float) -> None:
