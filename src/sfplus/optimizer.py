@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from . import _distributed as D
+from . import functional
 from ._base import ScheduleFreePlusBase
 from .functional import (
     eval_from_train,
@@ -201,7 +202,15 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         return D.local(state["y"] if "y" in state else p)
 
     def _path(self, group: dict[str, Any]) -> str:
-        return resolve_path(group["foreach"], group["fused"], group["params"])
+        # asked several times per group and step: the answer is kept while the flags, the parameter list and
+        # the compile state stay the same (the automatic choice sums the list's sizes)
+        params = group["params"]
+        key = (group["foreach"], group["fused"], id(params), len(params), functional._compile_failed)
+        cache = self.__dict__.setdefault("_paths", {})
+        path = cache.get(id(group))
+        if path is None or path[0] != key:
+            path = cache[id(group)] = (key, resolve_path(group["foreach"], group["fused"], params))
+        return path[1]
 
     def _coefficient_spec(self, group: dict[str, Any]) -> tuple[float, float, float, bool] | None:
         # the fused path takes its coefficient rows from the step's scalar schedule (one compiled call)
