@@ -2,13 +2,14 @@
 
 A step is split the way the method is (docs/algorithm.md, "One step"):
 
-(a) ``_gather_statistics``: F, I and L, each a global scalar, reduced in float64 in one collective (L is
-    the base step's Polyak statistic, ‖g‖₁ for Adam: ``inner_step``, ``sfplus._inner_step``);
-(b) ``_step_sizes``: the Polyak step α per group, a pure function of those scalars (``_step_size.py``);
-(c) the averaging weights c and β̃ per group (``_step_size.py``);
-(d) ``_update_group``: the per-tensor update, which each subclass implements.
+(a) ``_gather_statistics``: F and, per group, ⟨g, z-x⟩ and L (the base step's Polyak statistic, ‖g‖₁ for
+    Adam: ``inner_step``, ``sfplus._inner_step``), one float64 vector reduced in one collective;
+(b) ``_schedule``: every scalar of the step from that vector and the run state, in one pure function
+    (``_schedule.step_schedule``): I, the skip decision, ê, the Polyak step α per group, the averaging
+    weights c and β̃, the new run state; the fast class's fused path runs it compiled;
+(c) ``_update_group``: the per-tensor update, which each subclass implements.
 
-Only (d) and the per-tensor statistics differ between the reference and the fast class, so the
+Only (c) and the per-tensor statistics differ between the reference and the fast class, so the
 scalar schedule is one piece of code, and the fast class can only disagree with the reference on
 tensor arithmetic, which the parity tests check.
 """
@@ -337,16 +338,12 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         device = D.local(next(p.grad for params in active for p in params)).device
         self._scalars_to(device)
         stats = self._gather_statistics(loss_local, active, device)
-        out = self._schedule(
-            stats,
-            tuple(self._global(key) for key in ("k", "e", "p_ref", "p_first", "num_skipped")),
-            tuple(
-                (self._group_lr(i, group, device), group["weight_decay"], group["y_beta"], group["lr_max"],
-                 group["weight_sum"])
-                for i, group in enumerate(self.param_groups)
-            ),  # fmt: skip
-            self._schedule_constants(),
+        run = tuple(self._global(key) for key in ("k", "e", "p_ref", "p_first", "num_skipped"))
+        groups = tuple(
+            (self._group_lr(i, g, device), g["weight_decay"], g["y_beta"], g["lr_max"], g["weight_sum"])
+            for i, g in enumerate(self.param_groups)
         )
+        out = self._schedule(stats, run, groups, self._schedule_constants())
         ok, finite = out["ok"], out["finite"]
         if self._global("nonfinite") == "raise" and not bool(finite):  # the one sync, asked for
             raise FloatingPointError(
