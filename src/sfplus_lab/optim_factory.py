@@ -101,6 +101,8 @@ class OptimConfig:
     """sfplus / sf-adamw: power of the step size in the averaging weights."""
     max_step: float | None = None
     """sfplus: optional cap on the Polyak step alpha (None = uncapped)."""
+    loss_floor: float = 0.0
+    """sfplus: a known lower bound f* of the loss; the Polyak step uses F - f*. 0 for cross-entropy."""
     cooldown_frac: float = 0.2
     """adamw-wsd: fraction of the run spent in the final linear decay."""
     min_lr_ratio: float = 0.0
@@ -146,6 +148,7 @@ class OptimConfig:
         _check_number("weight_lr_power", self.weight_lr_power, low=0.0)
         if self.max_step is not None:
             _check_number("max_step", self.max_step, low=0.0, low_open=True)
+        _check_number("loss_floor", self.loss_floor, low=-math.inf)
         _check_number("cooldown_frac", self.cooldown_frac, low=0.0, high=1.0, high_closed=True)
         _check_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0, high_closed=True)
         _check_number("grad_clip", self.grad_clip, low=0.0)
@@ -244,6 +247,7 @@ def _build_sfplus(cfg: OptimConfig, groups: list[dict[str, Any]]) -> torch.optim
         sf_beta1_max=cfg.sf_beta1_max,
         sf_beta1_anneal_steps=cfg.sf_beta1_anneal_steps,
         polyak_beta=cfg.polyak_beta,
+        loss_floor=cfg.loss_floor,
         c_warmup=cfg.c_warmup,
         r=cfg.r,
         weight_lr_power=cfg.weight_lr_power,

@@ -134,3 +134,15 @@ def test_add_variant_registers_a_probe_and_checks_its_fields() -> None:
     with pytest.raises(UserError, match="unknown base"):
         add_variant("probe-bad", {}, base="adamw-nope")
     assert "probe-bad" not in METHODS
+
+
+def test_loss_floor_reaches_the_optimizer_and_is_checked() -> None:
+    from sfplus_lab.errors import UserError
+
+    model = GPT(ModelConfig(vocab_size=32, seq_len=8, n_layer=1, n_head=2, d_model=16))
+    assert build_optimizer(OptimConfig(), model, total_steps=4)[0].defaults["loss_floor"] == 0.0
+    assert build_optimizer(OptimConfig(loss_floor=0.5), model, total_steps=4)[0].defaults["loss_floor"] == 0.5
+    assert apply_flags(get_recipe("default"), _flags(loss_floor="-1.5")).optim.loss_floor == -1.5
+    for bad in (math.nan, math.inf, "0.5"):
+        with pytest.raises(UserError, match="loss_floor"):
+            OptimConfig(loss_floor=bad)
