@@ -44,6 +44,7 @@ def correlation(xs: list[float], ys: list[float]) -> float:
 
 def collect(dirs: list[Path], budget: str) -> dict[str, list[dict]]:
     by_config: dict[str, list[dict]] = {}
+    seen: set[tuple] = set()  # the same run cached in two folders (same config, seed and finals) counts once
     for folder in dirs:
         runs = sorted((folder / "runs").glob("*.json"))
         if not runs:
@@ -53,6 +54,10 @@ def collect(dirs: list[Path], budget: str) -> dict[str, list[dict]]:
             job = record["job"]
             if job["kind"] != "anytime" or budget not in record["finals"] or "alpha" not in record.get("trace", {}):
                 continue
+            key = (job["method"], job["seed"], json.dumps(record["finals"], sort_keys=True))
+            if key in seen:
+                continue
+            seen.add(key)
             by_config.setdefault(f"{folder.name}:{job['method']}", []).append(
                 {"seed": job["seed"], "late_alpha": late_alpha(record, budget), "final": final(record, budget)}
             )

@@ -48,3 +48,14 @@ def test_fewer_than_three_seeds_have_no_correlation() -> None:
 def test_a_folder_without_runs_is_an_error_that_names_it(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="has no run files"):
         late_alpha.main([str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_a_run_cached_in_two_folders_counts_once(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        runs = tmp_path / folder / "runs"
+        runs.mkdir(parents=True)
+        for seed in range(3):
+            (runs / f"{seed}.json").write_text(json.dumps(_record("sfplus", seed, [0.01 * (seed + 1)] * 9, 2.0 + seed)))
+    late_alpha.main([str(tmp_path / "a"), str(tmp_path / "b"), "--budget", "100", "--out", str(tmp_path / "out")])
+    doc = json.loads((tmp_path / "out" / "late_alpha.json").read_text())
+    assert [row["config"] for row in doc["configs"]] == ["a:sfplus"] and doc["n_runs"] == 3
