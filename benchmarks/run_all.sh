@@ -108,7 +108,7 @@ bash benchmarks/results/probes5_6k/command.txt    # both probe folders (6.6k and
 # 14. Sixth session: the headline cells with as many seeds on both sides (8 of the default, 4-8 of the best tuned
 #     baselines), five more probes at 6.6k, the loss-floor probe and the late-step analysis, and the step with its
 #     scalar schedule compiled (run on a quiet machine; it needs a worktree of 6080282 at $BEFORE).
-for dir in seeds_headline seeds_headline_6k seeds_headline_20k probes8_6k probes10_6k; do
+for dir in seeds_headline seeds_headline_6k seeds_headline_20k probes8_6k probes10_6k probes11_20k; do
     bash benchmarks/results/$dir/command.txt
 done
 BEFORE=/path/to/worktree-at-6080282 bash benchmarks/results/step_cpu_scalar_20261129/run_quiet.sh 2_quiet
