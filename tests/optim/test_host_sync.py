@@ -80,6 +80,9 @@ def test_a_fast_step_makes_no_host_sync(path, preset, capturable, monkeypatch):
     assert statuses == ["ok", "ok", "skipped_nonfinite", "skipped_nonfinite", "ok", "ok"]
     assert opt.stats["num_skipped"] == 2 and opt.stats["k"] == 5
     assert opt.stats["alpha"] > 0.0
+    # the fused path must still be the compiled one: a compile failing inside the watched steps (a recompile for the
+    # frozen layer's new set of tensors, say) would fall back to the eager paths and the test would check those
+    assert _compiles(), "the compiled path fell back to the eager one during the watched steps"
 
 
 def test_a_skip_without_host_sync_changes_nothing(monkeypatch):
