@@ -111,4 +111,5 @@ bash benchmarks/results/probes5_6k/command.txt    # both probe folders (6.6k and
 for dir in seeds_headline seeds_headline_6k seeds_headline_20k probes8_6k probes10_6k probes11_20k; do
     bash benchmarks/results/$dir/command.txt
 done
+python -m sfplus_lab.robust --out benchmarks/results/robust_v5 --configs default --no-adamw
 BEFORE=/path/to/worktree-at-6080282 bash benchmarks/results/step_cpu_scalar_20261129/run_quiet.sh 2_quiet
