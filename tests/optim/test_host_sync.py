@@ -170,6 +170,8 @@ def test_capturable_gives_the_same_numbers_in_place(path, preset, monkeypatch):
         for key in sfplus._base.RUN_SCALARS:
             assert torch.equal(ga[key], gb[key]), key
     assert repr(trace_a) == repr(trace_b)  # (repr: NaN, the I of a skipped step, equals itself there)
+    if path.get("fused"):
+        assert _compiles(), "the fused runs fell back to the eager path: the comparison was not of the compiled one"
 
 
 def test_a_capturable_state_dict_is_a_copy():
