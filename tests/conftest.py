@@ -48,3 +48,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_silent_compile_fallback() -> Iterator[None]:
+    """Fail a test during which a ``torch.compile`` of the fused path failed for good.
+
+    sfplus then falls back to the eager paths with one warning and a process-wide flag
+    (``sfplus.functional._compile_failed``), so every later test of the compiled path in the session would
+    silently test the eager one. (A test that sets the flag through ``monkeypatch`` gets it restored before
+    this check runs.)
+    """
+    import sfplus.functional
+
+    before = sfplus.functional._compile_failed
+    yield
+    if not before and sfplus.functional._compile_failed:
+        pytest.fail("torch.compile of the fused path failed during this test; sfplus fell back to the eager paths "
+                    "for the rest of the session (see the RuntimeWarning)")
