@@ -19,7 +19,6 @@ from .functional import (
     train_from_eval,
     train_from_eval_d,
     train_from_eval_z,
-    update_coefficient_rows,
     update_coefficients,
 )
 
@@ -228,7 +227,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         cache = self.__dict__.setdefault("_lr_tensors", {})
         key = (i, float(lr), device)
         if key not in cache:
-            cache.clear() if len(cache) > 4 * len(self.param_groups) else None
+            if len(cache) > 4 * len(self.param_groups):  # an LR schedule: drop the values of earlier steps
+                cache.clear()
             cache[key] = torch.full((), float(lr), dtype=torch.float64, device=device)
         return cache[key]
 
@@ -314,26 +314,20 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         )
 
     def _defer_fused(self, group: dict[str, Any], params: list[torch.Tensor], s: dict[str, Any]) -> None:
-        """The fused path of ``_update_group``: the coefficients now (they read ``y_beta`` before the step
-        commits it), the one compiled call for every group in ``_finish_update``.
+        """The fused path of ``_update_group``: queue the group's tensors with the coefficient rows that the
+        step's scalar schedule computed (``_coefficient_spec``); the one compiled call for every group runs in
+        ``_finish_update``.
 
         With ``decay_1d=False`` the group's 1-D tensors take a second coefficient row, the same as the
         matrices' but for λ = 0, the values the two calls of ``_update_tensors`` would get. The matrices of
         every fused group of one dtype and betas share one compiled call, their 1-D tensors a second.
         """
         beta1, beta2 = group["betas"]
-        beta_prev = group["y_beta"]
         split = not (group["decay_1d"] or group["weight_decay"] == 0.0)
-        decays = (s["weight_decay"], 0.0) if split else (s["weight_decay"],)
-        coef = s.get("coef")  # computed by the step's scalar schedule (_coefficient_spec)
-        if coef is None:
-            coef = update_coefficient_rows(
-                k=s["k"], alpha=s["alpha"], beta=s["beta"], beta_prev=beta_prev, c=s["c"], beta1=beta1,
-                beta2=beta2, eps=group["eps"], weight_decays=decays, ok=s["ok"],
-            )  # fmt: skip
+        coef = s["coef"]  # the rows (one, two with split): the step's scalar schedule made them (_coefficient_spec)
         pending = self.__dict__.setdefault("_pending", [])
         offset = sum(job[1].shape[0] for job in pending)
-        has_decay = [group["weight_decay"] != 0.0] + [False] * (len(decays) - 1)
+        has_decay = [group["weight_decay"] != 0.0] + [False] * (coef.shape[0] - 1)
         tensors = []
         state = self.state
         for p in params:
