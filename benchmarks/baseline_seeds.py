@@ -32,14 +32,24 @@ _ID = re.compile(r"^(?P<size>[^_]+)_(?P<method>[^_]+)_lr(?P<lr>[^_]+)_s(?P<seed>
                  r"_b(?P<budgets>[^_]+)_h(?P<horizon>[^_]+)$")  # fmt: skip
 
 
-def job_for(run_id: str, seed: int, k: int | None) -> Job:
-    """The job of ``run_id`` with another seed (a baseline's id: a learning rate, not ``default``)."""
+def _parse(run_id: str) -> re.Match:
     m = _ID.match(run_id)
     if m is None:
         raise SystemExit(f"not a baseline run id: {run_id!r} (expected size_method_lrX_sN_kind_bB_hH)")
+    return m
+
+
+def _with_seed(m: re.Match, seed: int) -> str:
+    """The parsed id with its seed replaced."""
+    return m.string[: m.start("seed")] + str(seed) + m.string[m.end("seed"):]
+
+
+def job_for(run_id: str, seed: int, k: int | None) -> Job:
+    """The job of ``run_id`` with another seed (a baseline's id: a learning rate, not ``default``)."""
+    m = _parse(run_id)
     job = Job(size=m["size"], method=m["method"], lr=float(m["lr"]), k=k, seed=seed, kind=m["kind"],
               budgets=[float(b) for b in m["budgets"].split("-")], horizon_tpp=float(m["horizon"]), phase="seed")
-    expected = run_id[: m.start("seed")] + str(seed) + run_id[m.end("seed"):]
+    expected = _with_seed(m, seed)
     if job.id != expected:  # the id does not round-trip (a number formatted differently): refuse to guess
         raise SystemExit(f"rebuilt job id {job.id!r} differs from {expected!r}")
     return job
@@ -47,15 +57,15 @@ def job_for(run_id: str, seed: int, k: int | None) -> Job:
 
 def file_finals(doc: dict, run_id: str) -> tuple[int | None, dict[str, dict[int, float]]]:
     """The grid exponent of the run's learning rate, and its seeds' finals per budget from the file's cells."""
-    prefix = run_id[: _ID.match(run_id).start("seed")]
+    same_job = _with_seed(_parse(run_id), 0)
     k, finals = None, {}
     for size in doc["sizes"].values():
         for cell in size["cells"]:
             for rid, value in zip(cell["run_ids"], cell["final_pooled"]):
-                if rid.startswith(prefix) and rid.split("_", 4)[4] == run_id.split("_", 4)[4]:
+                m = _ID.match(rid)
+                if m is not None and _with_seed(m, 0) == same_job:
                     k = cell["best_k"]
-                    seed = int(_ID.match(rid)["seed"])
-                    finals.setdefault(f"{cell['budget']:g}", {})[seed] = value
+                    finals.setdefault(f"{cell['budget']:g}", {})[int(m["seed"])] = value
     return k, finals
 
 
