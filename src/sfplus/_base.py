@@ -439,23 +439,23 @@ class ScheduleFreePlusBase(torch.optim.Optimizer):
         return True
 
     def _schedule_constants(self) -> S.ScheduleConstants:
-        """The host constants of the step's scalar schedule (``_schedule.step_schedule``), rebuilt only when
-        a hyperparameter it reads has changed (the same object otherwise: a compiled schedule's guards hold)."""
-        key = tuple(
-            (g["sf_beta1"], g["sf_beta1_max"], g["sf_beta1_anneal_steps"], g["warmup_steps"], g["max_step"],
-             g["c_warmup"], g["r"], g["weight_lr_power"], g["bounded_decay"], self._coefficient_spec(g))
-            for g in self.param_groups
-        )  # fmt: skip
-        key = (
+        """The host constants of the step's scalar schedule (``_schedule.step_schedule``): the object of the
+        last step while it compares equal (a compiled schedule's guards hold), else the new one."""
+        const = S.ScheduleConstants(
             self._global("polyak_beta"), self.inner_step.polyak_scale, self._global("loss_floor"),
-            self._global("max_inner"), self._global("max_step_growth"), self._global("max_step_ratio"), key,
+            self._global("max_inner"), self._global("max_step_growth"), self._global("max_step_ratio"),
+            tuple(
+                S.GroupConstants(
+                    g["sf_beta1"], g["sf_beta1_max"], g["sf_beta1_anneal_steps"], g["warmup_steps"], g["max_step"],
+                    g["c_warmup"], g["r"], g["weight_lr_power"], g["bounded_decay"], self._coefficient_spec(g),
+                )
+                for g in self.param_groups
+            ),
         )  # fmt: skip
         cached = self.__dict__.get("_schedule_cache")
-        if cached is None or cached[0] != key:
-            *head, groups = key
-            cached = (key, S.ScheduleConstants(*head, tuple(S.GroupConstants(*g) for g in groups)))
-            self._schedule_cache = cached
-        return cached[1]
+        if cached != const:
+            self._schedule_cache = cached = const
+        return cached
 
     def _coefficient_spec(self, group: dict[str, Any]) -> tuple[float, float, float, bool] | None:
         """``GroupConstants.rows`` for ``group``: whether (and how) the step's scalar schedule computes its
