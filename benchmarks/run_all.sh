@@ -113,3 +113,10 @@ for dir in seeds_headline seeds_headline_6k seeds_headline_20k probes8_6k probes
 done
 python -m sfplus_lab.robust --out benchmarks/results/robust_v5 --configs default --no-adamw
 BEFORE=/path/to/worktree-at-6080282 bash benchmarks/results/step_cpu_scalar_20261129/run_quiet.sh 2_quiet
+
+# 15. Seventh session: where the 20k / 1000 spread comes from. Schedule-Free AdamW with 8 seeds there (its
+#     command is the last line of seeds_headline/command.txt), the probes (decay, gamma, inner momentum, the ratio
+#     bound with 8 seeds), the default with 16 seeds, and the seed swap (initialisation against batches).
+for dir in probes12_20k probes13_20k probes14_20k probes16_20k seeds16_20k seed_swap_20k; do
+    bash benchmarks/results/$dir/command.txt
+done
