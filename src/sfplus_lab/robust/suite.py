@@ -34,6 +34,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-anneal1000": {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},
     "default-beta1-0.9": {"betas": (0.9, 0.95), "c_warmup": 100},  # between the fourth session's two changes
     "default-cw100-b0.8": {"c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
+    "default-warmup25": {"warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
     # the paper's reference defaults (no warmup, no decay, no annealing, ...) plus only the four safeguards
     "paper+safeguards": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
                              bounded_decay=True),  # fmt: skip
