@@ -116,7 +116,8 @@ BEFORE=/path/to/worktree-at-6080282 bash benchmarks/results/step_cpu_scalar_2026
 
 # 15. Seventh session: where the 20k / 1000 spread comes from. Schedule-Free AdamW with 8 seeds there (its
 #     command is the last line of seeds_headline/command.txt), the probes (decay, gamma, inner momentum, the ratio
-#     bound with 8 seeds), the default with 16 seeds, and the seed swap (initialisation against batches).
-for dir in probes12_20k probes13_20k probes14_20k probes16_20k seeds16_20k seed_swap_20k; do
+#     bound with 8 seeds), the default with 16 seeds, the seed swap (initialisation against batches), and a
+#     shorter warmup at 48k and 96k and on the suite (probes17_100k's command makes probes17_50k and robust_w25 too).
+for dir in probes12_20k probes13_20k probes14_20k probes16_20k seeds16_20k seed_swap_20k probes17_100k; do
     bash benchmarks/results/$dir/command.txt
 done
