@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         job = job_for(args.run_id, seed, k)
         record = _run((job, cfg, args.out / "runs" / f"{job.id}.json"))
         for budget, value in record["finals"].items():
-            finals.setdefault(budget, {})[seed] = value["pooled"] if isinstance(value, dict) else value
+            finals.setdefault(budget, {})[seed] = value["pooled"]
         print(job.id, {b: round(v[seed], 4) for b, v in finals.items() if seed in v}, flush=True)
     summary_path = args.out / "baseline_seeds.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -32,8 +32,7 @@ def late_alpha(record: dict, budget: str, fraction: float = 1 / 3) -> float:
 
 
 def final(record: dict, budget: str) -> float:
-    value = record["finals"][budget]
-    return value["pooled"] if isinstance(value, dict) else value
+    return record["finals"][budget]["pooled"]
 
 
 def correlation(xs: list[float], ys: list[float]) -> float:

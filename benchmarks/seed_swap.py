@@ -10,7 +10,8 @@ whether its luck travels with its initialisation or with its data:
     python benchmarks/seed_swap.py benchmarks/results/quality_cpu_debian_20k_1000/results.json \\
         --sizes 20k --configs sfplus --pairs 2:0 0:2 2:3 3:2 --out benchmarks/results/seed_swap_20k
 
-Runs are cached in ``<out>/runs/`` (not committed) and reused; ``<out>/seed_swap.json`` and ``seed_swap.md``
+Runs are cached in ``<out>/runs/`` (not committed) and reused, as ``<job id>_data<D>.json``: the job's seed is the
+initialisation's, the name's ``D`` the batches'; ``<out>/seed_swap.json`` and ``seed_swap.md``
 hold each pair's final pooled loss per budget. A pair ``s:s`` is the ordinary run of seed ``s`` (the one
 ``sfplus_rerun.py`` trains). A diagnostic: it reaches into the runner to swap the batches' seed.
 """
@@ -26,12 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sfplus_rerun import bench_config  # noqa: E402
+from sfplus_rerun import _run, anytime_job, bench_config  # noqa: E402
 
 from sfplus_lab.atomic import write_atomic  # noqa: E402
 from sfplus_lab.bench import runner  # noqa: E402
 from sfplus_lab.bench.config import SFPLUS_CONFIGS  # noqa: E402
-from sfplus_lab.bench.runner import Job, run_job  # noqa: E402
 
 
 def parse_pair(text: str) -> tuple[int, int]:
@@ -64,17 +64,6 @@ def data_seed(seed: int) -> Iterator[None]:
         runner.get_batch = original
 
 
-def run_pair(job: Job, data: int, cfg, path: Path) -> dict:
-    """The job (its seed: the initialisation) trained on seed ``data``'s batches; cached at ``path``."""
-    if path.exists():
-        return json.loads(path.read_text())
-    with data_seed(data):
-        record = run_job(job, cfg)
-    record["data_seed"] = data
-    write_atomic(path, json.dumps(record))
-    return record
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path, help="a results.json written by sfplus bench")
@@ -93,17 +82,15 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"size {size!r} is not in {args.results} (it has {', '.join(doc['sizes'])})")
     cfg = bench_config(doc)
     budgets = sorted(float(b) for b in cfg.budgets)
-    horizon = max(budgets) * cfg.sfplus_horizon
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     rows = []
     for size in sizes:
         for config in args.configs:
             for init, data in args.pairs:
-                job = Job(size=size, method=config, lr=None, k=None, seed=init, kind="anytime", budgets=budgets,
-                          horizon_tpp=horizon, phase="sfplus")  # fmt: skip
-                path = args.out / "runs" / f"{job.id}_data{data}.json"
-                record = run_pair(job, data, cfg, path)
-                finals = {b: (v["pooled"] if isinstance(v, dict) else v) for b, v in record["finals"].items()}
+                job = anytime_job(size, config, init, budgets, cfg)  # its seed: the initialisation
+                with data_seed(data):  # the run file's name, not its job, says whose batches it saw
+                    record = _run((job, cfg, args.out / "runs" / f"{job.id}_data{data}.json"))
+                finals = {b: v["pooled"] for b, v in record["finals"].items()}
                 rows.append({"size": size, "config": config, "init_seed": init, "data_seed": data, "finals": finals})
                 print(size, config, f"init {init} data {data}", {b: round(v, 4) for b, v in finals.items()}, flush=True)
     write_atomic(args.out / "seed_swap.json", json.dumps({"source": str(args.results), "rows": rows}, indent=1) + "\n")

@@ -49,6 +49,12 @@ def bench_config(doc: dict) -> BenchConfig:
     return BenchConfig(**kw)
 
 
+def anytime_job(size: str, config: str, seed: int, budgets: list[float], cfg: BenchConfig) -> Job:
+    """One anytime run of a ScheduleFree+ configuration, to the file's horizon for these budgets."""
+    return Job(size=size, method=config, lr=None, k=None, seed=seed, kind="anytime", budgets=budgets,
+               horizon_tpp=max(budgets) * cfg.sfplus_horizon, phase="sfplus")  # fmt: skip
+
+
 def _run(args: tuple) -> dict:
     job, cfg, path = args
     if path.exists():
@@ -124,14 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     budgets = sorted(float(b) for b in cfg.budgets if args.max_budget is None or b <= args.max_budget)
     if not budgets:
         parser.error(f"--max-budget {args.max_budget:g} is below every budget of the file ({cfg.budgets})")
-    horizon = max(budgets) * cfg.sfplus_horizon
     sizes = args.sizes or list(doc["sizes"])
     jobs = []
     for size in sizes:
         for config in args.configs:
             for seed in range(args.seeds):
-                job = Job(size=size, method=config, lr=None, k=None, seed=seed, kind="anytime", budgets=budgets,
-                          horizon_tpp=horizon, phase="sfplus")  # fmt: skip
+                job = anytime_job(size, config, seed, budgets, cfg)
                 jobs.append((job, cfg, out / "runs" / f"{job.id}.json"))
     meta = run_meta("cpu")  # the commit and versions this invocation trains with (cached runs keep theirs)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
