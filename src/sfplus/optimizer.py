@@ -323,8 +323,8 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         every fused group of one dtype and betas share one compiled call, their 1-D tensors a second.
         """
         beta1, beta2 = group["betas"]
-        split = not (group["decay_1d"] or group["weight_decay"] == 0.0)
-        coef = s["coef"]  # the rows (one, two with split): the step's scalar schedule made them (_coefficient_spec)
+        coef = s["coef"]  # the rows the step's scalar schedule made (_coefficient_spec): one, or two with split
+        split = coef.shape[0] == 2  # a second row (λ = 0) for the 1-D tensors
         pending = self.__dict__.setdefault("_pending", [])
         offset = sum(job[1].shape[0] for job in pending)
         has_decay = [group["weight_decay"] != 0.0] + [False] * (coef.shape[0] - 1)
