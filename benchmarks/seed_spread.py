@@ -3,14 +3,16 @@
 Reads cached benchmark runs (``<dir>/runs/*.json``, written by ``sfplus bench``, ``sfplus_rerun.py`` or
 ``baseline_seeds.py``), groups them by model size, method and learning rate, and at each of the given points
 of training (tokens per parameter) reports over the group's seeds: the mean validation loss at x, the range
-(max − min), the range without the lowest seed, and the standard deviation. A run's loss between two of its
-evaluations is interpolated linearly in log(tokens), so runs evaluated at different steps can be compared.
+(max − min), the range without the lowest seed, and the standard deviation; then each seed's offset from the
+group's median at each point. A run's loss between two of its evaluations is interpolated linearly in
+log(tokens), so runs evaluated at different steps can be compared.
 
     python benchmarks/seed_spread.py benchmarks/results/seeds_headline_20k benchmarks/results/seeds_headline \
         --size 20k --at 30 65 100 200 330 580 1000 --out benchmarks/results/seed_spread_20k
 
 It answers whether the seeds of a method scatter early and then converge (the spread shrinks late) or keep
-their distance. The runs/ folders are not committed; rerun each folder's ``command.txt`` to recreate them.
+their distance, and whether a seed's offset from the median fades (it was ahead or behind in time) or stays
+(it ends somewhere else). The runs/ folders are not committed; rerun each folder's ``command.txt`` to recreate them.
 ``seed_spread.json`` / ``.md`` are the output.
 """
 
@@ -69,13 +71,21 @@ def spread(values: list[float]) -> dict:
             "sd": statistics.stdev(values)}
 
 
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
 def table(groups: dict[str, dict[int, list[dict]]], at: list[float], min_seeds: int) -> list[dict]:
     rows = []
     for name, seeds in sorted(groups.items()):
         if len(seeds) < min_seeds:
             continue
-        points = [{"tpp": t, **spread([loss_at(seeds[s], t) for s in sorted(seeds)])} for t in at]
-        rows.append({"group": name, "seeds": sorted(seeds), "points": points})
+        losses = {s: [loss_at(seeds[s], t) for t in at] for s in sorted(seeds)}
+        points = [{"tpp": t, **spread([losses[s][i] for s in losses])} for i, t in enumerate(at)]
+        medians = [_median([losses[s][i] for s in losses]) for i in range(len(at))]
+        offsets = {str(s): [v - m for v, m in zip(losses[s], medians)] for s in losses}
+        rows.append({"group": name, "seeds": sorted(seeds), "points": points, "offsets": offsets})
     return rows
 
 
@@ -107,6 +117,11 @@ def main(argv: list[str] | None = None) -> None:
         for p in row["points"]:
             lines.append(f"| {p['tpp']:g} | {p['n']} | {_fmt(p.get('mean'))} | {_fmt(p.get('range'))} | "
                          f"{_fmt(p.get('range_without_lowest'))} | {_fmt(p.get('sd'))} |")
+        lines += ["", "Each seed's loss minus the group's median:", "",
+                  "| seed | " + " | ".join(f"{t:g}" for t in doc["at"]) + " |", "|---" * (len(doc["at"]) + 1) + "|"]
+        for seed, values in row["offsets"].items():
+            cells = ("" if not math.isfinite(v) else f"{v:+.3f}" for v in values)
+            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
         lines.append("")
     (args.out / "seed_spread.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -75,3 +75,11 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
     _write(tmp_path / "a", [_record(s, {10.0: 3.0}) for s in range(3)])
     with pytest.raises(SystemExit, match="positive tokens-per-parameter"):
         seed_spread.main([str(tmp_path / "a"), "--at", "0", "--out", str(tmp_path / "out")])
+
+
+def test_offsets_are_from_the_median_of_each_point(tmp_path: Path) -> None:
+    _write(tmp_path / "a", [_record(s, {10.0: 3.0 + 0.1 * s, 100.0: 2.0 - 0.01 * s}) for s in range(3)])
+    seed_spread.main([str(tmp_path / "a"), "--at", "10", "100", "--out", str(tmp_path / "out")])
+    (group,) = json.loads((tmp_path / "out" / "seed_spread.json").read_text())["groups"]
+    assert group["offsets"]["0"] == pytest.approx([-0.1, 0.01]) and group["offsets"]["1"] == pytest.approx([0.0, 0.0])
+    assert "| 2 | +0.100 | -0.010 |" in (tmp_path / "out" / "seed_spread.md").read_text()
