@@ -1,0 +1,166 @@
+"""Does a ScheduleFree+ run's outcome follow its own step size? Train with α prescribed instead of computed.
+
+The default's Polyak step α_k depends on the run's own loss and gradients, so two seeds take different step
+sizes. This script trains configurations of a finished ``sfplus bench`` results file, like
+``benchmarks/sfplus_rerun.py`` (one anytime run to the file's horizon, the file's corpus, model, batches and
+evaluation), with every seed given the *same* step-size path:
+
+- ``--median-of DIR...``: the median over the seeds of the α traces cached in ``DIR/runs/`` (runs of the
+  same size and configuration), interpolated linearly between traced steps;
+- ``--constant A``: α = A after a linear ramp over ``--ramp`` steps (a learning rate, for comparison).
+
+If the seeds then end as close together as a tuned baseline's, the spread came from each seed's own α; if they
+still spread, from elsewhere. A diagnostic: it sets each param group's ``max_step`` (α_cap) to the path's value
+before every step, from a torch optimizer step pre-hook, and ``lr`` (γ) so large that the cap always binds.
+
+    python benchmarks/fixed_alpha.py benchmarks/results/quality_cpu_debian_20k_1000/results.json --size 20k \\
+        --median-of benchmarks/results/seeds16_20k --seeds 0 1 2 3 --out benchmarks/results/fixed_alpha_20k
+
+Runs are cached in ``<out>/runs/`` (not committed) as ``<job id>_<tag>.json`` (tag ``median`` or ``constA``)
+and reused; ``<out>/fixed_alpha.json`` and ``.md`` hold each seed's final pooled loss per budget and how
+closely the run followed the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import statistics
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sfplus_rerun import _run, anytime_job, bench_config  # noqa: E402
+
+from sfplus import ScheduleFreePlus  # noqa: E402
+from sfplus_lab.atomic import write_atomic  # noqa: E402
+from sfplus_lab.bench.config import SFPLUS_CONFIGS  # noqa: E402
+
+#: γ while a path is prescribed: large enough that γ·P exceeds the path's α whenever P > 0.
+_HUGE_GAMMA = 1e12
+
+
+def median_path(dirs: list[Path], size: str, config: str) -> np.ndarray:
+    """α at steps 1, 2, ...: the median over the cached runs' traces, each interpolated between traced steps, up
+    to the last step every trace has (``prescribed_alpha`` holds the last value after it)."""
+    traces = []
+    for folder in dirs:
+        for path in sorted((folder / "runs").glob("*.json")):
+            record = json.loads(path.read_text())
+            job = record["job"]
+            if job["size"] != size or job["method"] != config or "alpha" not in record.get("trace", {}):
+                continue
+            traces.append(record["trace"])
+    if len(traces) < 2:
+        raise SystemExit(f"need the traces of at least 2 runs of {size} {config} in {[str(d) for d in dirs]}, "
+                         f"found {len(traces)}")
+    steps = np.arange(1, min(t["step"][-1] for t in traces) + 1)
+    return np.median(np.stack([np.interp(steps, t["step"], t["alpha"]) for t in traces]), axis=0)
+
+
+def constant_path(alpha: float, ramp: int, steps: int) -> np.ndarray:
+    k = np.arange(1, steps + 1, dtype=np.float64)
+    return alpha * np.minimum(1.0, k / ramp) if ramp > 0 else np.full(steps, alpha)
+
+
+@contextlib.contextmanager
+def prescribed_alpha(path: np.ndarray) -> Iterator[None]:
+    """Within the block every ScheduleFree+ step k takes α = ``path[k - 1]`` (the last value past its end)."""
+    counts: dict[int, int] = {}
+
+    def before_step(opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        if not isinstance(opt, ScheduleFreePlus):
+            return
+        k = counts[id(opt)] = counts.get(id(opt), 0) + 1
+        alpha = float(path[min(k, len(path)) - 1])
+        for group in opt.param_groups:
+            group["lr"] = _HUGE_GAMMA
+            group["max_step"] = alpha
+
+    handle = register_optimizer_step_pre_hook(before_step)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def tracking_error(record: dict, path: np.ndarray) -> float:
+    """The largest relative gap between the run's traced α and the path (0 when it followed exactly)."""
+    trace = record["trace"]
+    want = [float(path[min(s, len(path)) - 1]) for s in trace["step"]]
+    gaps = [abs(a - w) / w for a, w in zip(trace["alpha"], want) if w > 0]
+    return max(gaps) if gaps else math.nan
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", type=Path, help="a results.json written by sfplus bench")
+    ap.add_argument("--size", required=True, help="a size of the file")
+    ap.add_argument("--config", default="sfplus", help="a ScheduleFree+ configuration (SFPLUS_CONFIGS)")
+    ap.add_argument("--seeds", nargs="+", type=int, required=True)
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--median-of", nargs="+", type=Path, metavar="DIR", help="folders of cached runs")
+    source.add_argument("--constant", type=float, metavar="A", help="a constant α after the ramp")
+    ap.add_argument("--ramp", type=int, default=50, help="steps of the linear ramp to --constant")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.config not in SFPLUS_CONFIGS:
+        ap.error(f"unknown configuration {args.config!r}; choose from {', '.join(sorted(SFPLUS_CONFIGS))}")
+    if args.constant is not None and not (0.0 < args.constant < math.inf):
+        ap.error(f"--constant must be a positive step size, got {args.constant}")
+    if args.ramp < 0 or min(args.seeds) < 0:
+        ap.error("--ramp and --seeds must be >= 0")
+    doc = json.loads(args.results.read_text())
+    if args.size not in doc["sizes"]:
+        ap.error(f"size {args.size!r} is not in {args.results} (it has {', '.join(doc['sizes'])})")
+    cfg = bench_config(doc)
+    budgets = sorted(float(b) for b in cfg.budgets)
+    if args.median_of:
+        path, tag = median_path(args.median_of, args.size, args.config), "median"
+    else:
+        path, tag = constant_path(args.constant, args.ramp, max(args.ramp, 1)), f"const{args.constant:g}"
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in args.seeds:
+        job = anytime_job(args.size, args.config, seed, budgets, cfg)
+        with prescribed_alpha(path):
+            record = _run((job, cfg, args.out / "runs" / f"{job.id}_{tag}.json"))
+        finals = {b: v["pooled"] for b, v in record["finals"].items()}
+        rows.append({"seed": seed, "finals": finals, "tracking_error": tracking_error(record, path)})
+        print(args.size, args.config, tag, f"seed {seed}", {b: round(v, 4) for b, v in finals.items()}, flush=True)
+    out = {"source": str(args.results), "size": args.size, "config": args.config, "tag": tag,
+           "median_of": [str(d) for d in args.median_of or []], "constant": args.constant, "ramp": args.ramp,
+           "path": {str(s): float(path[min(s, len(path)) - 1]) for s in (1, 10, 50, 100, 300, 1000, 3000, 10000)},
+           "rows": rows}
+    write_atomic(args.out / f"fixed_alpha_{tag}.json", json.dumps(out, indent=1) + "\n")
+    names = [f"{b:g}" for b in budgets]
+    lines = [f"{args.size} {args.config}, α prescribed ({tag}); α at steps "
+             + ", ".join(f"{s}: {a:.4g}" for s, a in out["path"].items()), "",
+             "| seed | " + " | ".join(f"{n} tok/param" for n in names) + " | largest α gap |",
+             "|---|" + "---|" * (len(names) + 1)]
+    for r in rows:
+        cells = " | ".join(f"{r['finals'][n]:.4f}" if n in r["finals"] else "-" for n in names)
+        lines.append(f"| {r['seed']} | {cells} | {r['tracking_error']:.1e} |")
+    summary = []
+    for n in names:
+        values = [r["finals"][n] for r in rows if n in r["finals"] and math.isfinite(r["finals"][n])]
+        if len(values) >= 2:
+            summary.append(f"{statistics.fmean(values):.4f} ±{(max(values) - min(values)) / 2:.4f} "
+                           f"(sd {statistics.stdev(values):.4f})")
+        else:
+            summary.append("-")
+    lines.append(f"| mean ± half-range | {' | '.join(summary)} | |")
+    write_atomic(args.out / f"fixed_alpha_{tag}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
