@@ -7,7 +7,9 @@ evaluation), with every seed given the *same* step-size path:
 
 - ``--median-of DIR...``: the median over the seeds of the α traces cached in ``DIR/runs/`` (runs of the
   same size and configuration), interpolated linearly between traced steps;
-- ``--constant A``: α = A after a linear ramp over ``--ramp`` steps (a learning rate, for comparison).
+- ``--constant A``: α = A after a linear ramp over ``--ramp`` steps (a learning rate, for comparison);
+- ``--median-of DIR... --floor A`` / ``--cap A``: the median path held at or above / at or below A after the
+  ramp, which keeps one part of the path (the early peak, or the late decay) and replaces the other by A.
 
 If the seeds then end as close together as a tuned baseline's, the spread came from each seed's own α; if they
 still spread, from elsewhere. A diagnostic: it sets each param group's ``max_step`` (α_cap) to the path's value
@@ -109,13 +111,19 @@ def main(argv: list[str] | None = None) -> None:
     source = ap.add_mutually_exclusive_group(required=True)
     source.add_argument("--median-of", nargs="+", type=Path, metavar="DIR", help="folders of cached runs")
     source.add_argument("--constant", type=float, metavar="A", help="a constant α after the ramp")
-    ap.add_argument("--ramp", type=int, default=50, help="steps of the linear ramp to --constant")
+    ap.add_argument("--ramp", type=int, default=50, help="steps of the linear ramp to --constant (or --floor)")
+    ap.add_argument("--floor", type=float, help="with --median-of: α at least this after the ramp")
+    ap.add_argument("--cap", type=float, help="with --median-of: α at most this")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.config not in SFPLUS_CONFIGS:
         ap.error(f"unknown configuration {args.config!r}; choose from {', '.join(sorted(SFPLUS_CONFIGS))}")
-    if args.constant is not None and not (0.0 < args.constant < math.inf):
-        ap.error(f"--constant must be a positive step size, got {args.constant}")
+    for name in ("constant", "floor", "cap"):
+        value = getattr(args, name)
+        if value is not None and not (0.0 < value < math.inf):
+            ap.error(f"--{name} must be a positive step size, got {value}")
+    if (args.floor is not None or args.cap is not None) and not args.median_of:
+        ap.error("--floor and --cap shape a --median-of path")
     if args.ramp < 0 or min(args.seeds) < 0:
         ap.error("--ramp and --seeds must be >= 0")
     doc = json.loads(args.results.read_text())
@@ -125,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     budgets = sorted(float(b) for b in cfg.budgets)
     if args.median_of:
         path, tag = median_path(args.median_of, args.size, args.config), "median"
+        if args.floor is not None:
+            path, tag = np.maximum(path, constant_path(args.floor, args.ramp, len(path))), f"{tag}_floor{args.floor:g}"
+        if args.cap is not None:
+            path, tag = np.minimum(path, args.cap), f"{tag}_cap{args.cap:g}"
     else:
         path, tag = constant_path(args.constant, args.ramp, max(args.ramp, 1)), f"const{args.constant:g}"
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
@@ -137,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"seed": seed, "finals": finals, "tracking_error": tracking_error(record, path)})
         print(args.size, args.config, tag, f"seed {seed}", {b: round(v, 4) for b, v in finals.items()}, flush=True)
     out = {"source": str(args.results), "size": args.size, "config": args.config, "tag": tag,
-           "median_of": [str(d) for d in args.median_of or []], "constant": args.constant, "ramp": args.ramp,
+           "median_of": [str(d) for d in args.median_of or []], "constant": args.constant, "floor": args.floor,
+           "cap": args.cap, "ramp": args.ramp,
            "path": {str(s): float(path[min(s, len(path)) - 1]) for s in (1, 10, 50, 100, 300, 1000, 3000, 10000)},
            "rows": rows}
     write_atomic(args.out / f"fixed_alpha_{tag}.json", json.dumps(out, indent=1) + "\n")

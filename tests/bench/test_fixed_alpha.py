@@ -67,3 +67,12 @@ def test_every_step_takes_the_prescribed_alpha_and_other_optimizers_are_untouche
     assert other.param_groups[0]["lr"] == 0.1 and "max_step" not in other.param_groups[0]
     fresh = sfplus.ScheduleFreePlus(torch.nn.Linear(4, 1).parameters())  # the hook is gone after the block
     assert fresh.param_groups[0]["max_step"] is None and fresh.param_groups[0]["lr"] == 1.0
+
+
+def test_floor_and_cap_shape_only_a_median_path(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        fixed_alpha.main([str(tmp_path / "results.json"), "--size", "20k", "--constant", "0.01", "--cap", "0.02",
+                          "--seeds", "0", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit):
+        fixed_alpha.main([str(tmp_path / "results.json"), "--size", "20k", "--median-of", str(tmp_path),
+                          "--floor", "-1", "--seeds", "0", "--out", str(tmp_path / "out")])
