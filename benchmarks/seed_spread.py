@@ -26,22 +26,25 @@ from pathlib import Path
 
 
 def loss_at(curve: list[dict], tpp: float) -> float:
-    """The pooled validation loss at ``tpp`` tokens per parameter, interpolated in log(tokens); NaN outside."""
+    """The pooled validation loss at ``tpp`` tokens per parameter, interpolated in log(tokens); NaN outside
+    (an end of the curve within 0.1% of ``tpp`` counts as reaching it)."""
     points = sorted((c["tpp"], c["pooled"]) for c in curve)
+    for t, loss in points[:1] + points[-1:]:  # a budget's last evaluation lands within a step of it
+        if math.isclose(t, tpp, rel_tol=1e-3):
+            return loss
     for (t0, l0), (t1, l1) in zip(points, points[1:]):
         if t0 <= tpp <= t1:
             if t1 == t0:
                 return l0
             w = (math.log(tpp) - math.log(t0)) / (math.log(t1) - math.log(t0))
             return (1.0 - w) * l0 + w * l1
-    if points and math.isclose(points[-1][0], tpp, rel_tol=1e-9):
-        return points[-1][1]
     return math.nan
 
 
 def group_name(job: dict) -> str:
+    """Size, method, learning rate and horizon: runs of one job but different lengths are different groups."""
     lr = "default" if job.get("lr") is None else f"lr{job['lr']:g}"
-    return f"{job['size']} {job['method']} {lr}"
+    return f"{job['size']} {job['method']} {lr} h{job['horizon_tpp']:g}"
 
 
 def collect(dirs: list[Path], size: str | None) -> dict[str, dict[int, list[dict]]]:

@@ -16,9 +16,9 @@ import seed_spread  # noqa: E402
 
 
 def _record(seed: int, losses: dict[float, float], *, method: str = "sfplus", lr: float | None = None,
-            size: str = "20k", run_id: str | None = None, diverged: bool = False) -> dict:
-    return {"job": {"id": run_id or f"{size}_{method}_{lr}_s{seed}", "size": size, "method": method, "lr": lr,
-                    "seed": seed},
+            size: str = "20k", run_id: str | None = None, diverged: bool = False, horizon: float = 100.0) -> dict:
+    return {"job": {"id": run_id or f"{size}_{method}_{lr}_s{seed}_h{horizon}", "size": size, "method": method,
+                    "lr": lr, "seed": seed, "horizon_tpp": horizon},
             "diverged": diverged,
             "curve": [{"tpp": t, "pooled": v} for t, v in losses.items()]}
 
@@ -35,6 +35,7 @@ def test_interpolation_is_linear_in_log_tokens() -> None:
     assert seed_spread.loss_at(curve, 100.0) == pytest.approx(2.0)  # halfway in log(tokens)
     assert seed_spread.loss_at(curve, 10.0) == 3.0 and seed_spread.loss_at(curve, 1000.0) == 1.0
     assert math.isnan(seed_spread.loss_at(curve, 5.0)) and math.isnan(seed_spread.loss_at(curve, 2000.0))
+    assert seed_spread.loss_at(curve, 1000.5) == 1.0  # the budget's last evaluation, a fraction of a step short
 
 
 def test_spread_statistics() -> None:
@@ -50,15 +51,16 @@ def test_groups_by_size_method_and_lr_and_reads_each_run_once(tmp_path: Path) ->
     tuned = [_record(s, {10.0: 3.2, 100.0: 2.1}, method="sf-adamw", lr=0.016) for s in range(3)]
     _write(tmp_path / "a", base + tuned)
     _write(tmp_path / "b", base[:1] + [_record(0, {10.0: 3.0, 100.0: 2.0}, size="50k")])  # a duplicate, another size
+    _write(tmp_path / "b", [_record(s, {10.0: 9.0}, horizon=10.0) for s in range(2)])  # shorter runs: their own group
     seed_spread.main([str(tmp_path / "a"), str(tmp_path / "b"), "--size", "20k", "--at", "100", "10",
                       "--out", str(tmp_path / "out")])
     doc = json.loads((tmp_path / "out" / "seed_spread.json").read_text())
-    assert [g["group"] for g in doc["groups"]] == ["20k sf-adamw lr0.016", "20k sfplus default"]
+    assert [g["group"] for g in doc["groups"]] == ["20k sf-adamw lr0.016 h100", "20k sfplus default h100"]
     default = doc["groups"][1]
     assert default["seeds"] == [0, 1, 2] and [p["tpp"] for p in default["points"]] == [10.0, 100.0]
     assert default["points"][0]["range"] == pytest.approx(0.2) and default["points"][1]["range"] == pytest.approx(0.02)
     assert default["points"][1]["range_without_lowest"] == pytest.approx(0.01)
-    assert "**20k sfplus default**, seeds 0, 1, 2" in (tmp_path / "out" / "seed_spread.md").read_text()
+    assert "**20k sfplus default h100**, seeds 0, 1, 2" in (tmp_path / "out" / "seed_spread.md").read_text()
 
 
 def test_diverged_runs_and_small_groups_are_left_out(tmp_path: Path) -> None:
