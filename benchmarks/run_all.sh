@@ -121,3 +121,9 @@ BEFORE=/path/to/worktree-at-6080282 bash benchmarks/results/step_cpu_scalar_2026
 for dir in probes12_20k probes13_20k probes14_20k probes16_20k seeds16_20k seed_swap_20k probes17_100k; do
     bash benchmarks/results/$dir/command.txt
 done
+
+# 16. Eighth session: what makes the 20k / 1000 spread (the seeds over a run, every seed on one prescribed step-size
+#     path, the ratio bound at R = 0.1) and 48k at 1000 tokens per parameter against tuned Schedule-Free AdamW.
+for dir in quality_cpu_debian_50k_1000 seed_spread_20k seed_spread_50k late_alpha_20k fixed_alpha_20k probes19_20k; do
+    bash benchmarks/results/$dir/command.txt
+done
