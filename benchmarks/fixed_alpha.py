@@ -40,7 +40,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sfplus_rerun import _run, anytime_job, bench_config  # noqa: E402
+from sfplus_rerun import _run, anytime_job, bench_config, cached_records  # noqa: E402
 
 from sfplus import ScheduleFreePlus  # noqa: E402
 from sfplus_lab.atomic import write_atomic  # noqa: E402
@@ -55,8 +55,7 @@ def median_path(dirs: list[Path], size: str, config: str) -> np.ndarray:
     to the last step every trace has (``prescribed_alpha`` holds the last value after it)."""
     traces = []
     for folder in dirs:
-        for path in sorted((folder / "runs").glob("*.json")):
-            record = json.loads(path.read_text())
+        for _, record in cached_records(folder):
             job = record["job"]
             if job["size"] != size or job["method"] != config or "alpha" not in record.get("trace", {}):
                 continue

@@ -18,7 +18,12 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sfplus_rerun import cached_records  # noqa: E402
 
 
 def late_alpha(record: dict, budget: str, fraction: float = 1 / 3) -> float:
@@ -45,11 +50,7 @@ def collect(dirs: list[Path], budget: str) -> dict[str, list[dict]]:
     by_config: dict[str, list[dict]] = {}
     seen: set[tuple] = set()  # the same run cached in two folders (same config, seed and finals) counts once
     for folder in dirs:
-        runs = sorted((folder / "runs").glob("*.json"))
-        if not runs:
-            raise SystemExit(f"{folder}/runs has no run files: rerun that folder's command first")
-        for path in runs:
-            record = json.loads(path.read_text())
+        for _, record in cached_records(folder):
             job = record["job"]
             if job["kind"] != "anytime" or budget not in record["finals"] or "alpha" not in record.get("trace", {}):
                 continue

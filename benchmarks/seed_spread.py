@@ -22,7 +22,12 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sfplus_rerun import cached_records  # noqa: E402
 
 
 def loss_at(curve: list[dict], tpp: float) -> float:
@@ -52,11 +57,7 @@ def collect(dirs: list[Path], size: str | None) -> dict[str, dict[int, list[dict
     groups: dict[str, dict[int, list[dict]]] = {}
     seen: set[str] = set()
     for folder in dirs:
-        runs = sorted((folder / "runs").glob("*.json"))
-        if not runs:
-            raise SystemExit(f"{folder}/runs has no run files: rerun that folder's command first")
-        for path in runs:
-            record = json.loads(path.read_text())
+        for _, record in cached_records(folder):
             job = record["job"]
             if (size is not None and job["size"] != size) or job["id"] in seen or record.get("diverged"):
                 continue

@@ -55,6 +55,15 @@ def anytime_job(size: str, config: str, seed: int, budgets: list[float], cfg: Be
                horizon_tpp=max(budgets) * cfg.sfplus_horizon, phase="sfplus")  # fmt: skip
 
 
+def cached_records(folder: Path) -> list[tuple[Path, dict]]:
+    """Every run cached in ``folder/runs/``, read, in file-name order; none is an error that names the folder (the
+    runs/ folders are not committed: each folder's ``command.txt`` makes them again)."""
+    paths = sorted((folder / "runs").glob("*.json"))
+    if not paths:
+        raise SystemExit(f"{folder}/runs has no run files: rerun that folder's command first")
+    return [(path, json.loads(path.read_text())) for path in paths]
+
+
 def _run(args: tuple) -> dict:
     job, cfg, path = args
     if path.exists():
