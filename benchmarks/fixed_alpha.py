@@ -40,11 +40,10 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sfplus_rerun import _run, anytime_job, bench_config, cached_records  # noqa: E402
+from sfplus_rerun import _run, anytime_job, bench_config, cached_records, register_variants  # noqa: E402
 
 from sfplus import ScheduleFreePlus  # noqa: E402
 from sfplus_lab.atomic import write_atomic  # noqa: E402
-from sfplus_lab.bench.config import SFPLUS_CONFIGS  # noqa: E402
 
 #: γ while a path is prescribed: large enough that γ·P exceeds the path's α whenever P > 0.
 _HUGE_GAMMA = 1e12
@@ -105,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path, help="a results.json written by sfplus bench")
     ap.add_argument("--size", required=True, help="a size of the file")
-    ap.add_argument("--config", default="sfplus", help="a ScheduleFree+ configuration (SFPLUS_CONFIGS)")
+    ap.add_argument("--config", default="sfplus", help="a configuration of SFPLUS_CONFIGS or a --variant")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="a probe, as in sfplus_rerun.py: OptimConfig fields over the library's default")
     ap.add_argument("--seeds", nargs="+", type=int, required=True)
     source = ap.add_mutually_exclusive_group(required=True)
     source.add_argument("--median-of", nargs="+", type=Path, metavar="DIR", help="folders of cached runs")
@@ -115,8 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cap", type=float, help="with --median-of: α at most this")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    if args.config not in SFPLUS_CONFIGS:
-        ap.error(f"unknown configuration {args.config!r}; choose from {', '.join(sorted(SFPLUS_CONFIGS))}")
+    known = register_variants(ap, args.variant)
+    if args.config not in known:
+        ap.error(f"unknown configuration {args.config!r}; choose from {', '.join(sorted(known))}")
     for name in ("constant", "floor", "cap"):
         value = getattr(args, name)
         if value is not None and not (0.0 < value < math.inf):
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             path, tag = np.minimum(path, args.cap), f"{tag}_cap{args.cap:g}"
     else:
         path, tag = constant_path(args.constant, args.ramp, max(args.ramp, 1)), f"const{args.constant:g}"
+    if args.config != "sfplus":
+        tag = f"{args.config}_{tag}"
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:

@@ -55,6 +55,19 @@ def anytime_job(size: str, config: str, seed: int, budgets: list[float], cfg: Be
                horizon_tpp=max(budgets) * cfg.sfplus_horizon, phase="sfplus")  # fmt: skip
 
 
+def register_variants(parser: argparse.ArgumentParser, specs: list[str]) -> set[str]:
+    """Register each ``--variant NAME=JSON`` probe for this process; the configuration names now known."""
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        try:
+            if not sep:
+                raise UserError("expected NAME=JSON")
+            add_variant(name, json.loads(text))
+        except (json.JSONDecodeError, UserError, TypeError) as exc:
+            parser.error(f"--variant {spec!r}: {exc}")
+    return set(SFPLUS_CONFIGS) | {spec.partition("=")[0] for spec in specs}
+
+
 def cached_records(folder: Path) -> list[tuple[Path, dict]]:
     """Every run cached in ``folder/runs/``, read, in file-name order; none is an error that names the folder (the
     runs/ folders are not committed: each folder's ``command.txt`` makes them again)."""
@@ -120,15 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    for spec in args.variant:
-        name, sep, text = spec.partition("=")
-        try:
-            if not sep:
-                raise UserError("expected NAME=JSON")
-            add_variant(name, json.loads(text))
-        except (json.JSONDecodeError, UserError, TypeError) as exc:
-            parser.error(f"--variant {spec!r}: {exc}")
-    known = set(SFPLUS_CONFIGS) | {spec.partition("=")[0] for spec in args.variant}
+    known = register_variants(parser, args.variant)
     for name in args.configs:
         if name not in known:
             parser.error(f"unknown configuration {name!r}; choose from {', '.join(sorted(known))}")

@@ -76,3 +76,14 @@ def test_floor_and_cap_shape_only_a_median_path(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         fixed_alpha.main([str(tmp_path / "results.json"), "--size", "20k", "--median-of", str(tmp_path),
                           "--floor", "-1", "--seeds", "0", "--out", str(tmp_path / "out")])
+
+
+def test_an_unknown_configuration_or_a_bad_variant_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = [str(tmp_path / "results.json"), "--size", "20k", "--constant", "0.01", "--seeds", "0",
+            "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        fixed_alpha.main([*base, "--config", "no-such-config"])
+    assert "unknown configuration 'no-such-config'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        fixed_alpha.main([*base, "--variant", "broken"])
+    assert "expected NAME=JSON" in capsys.readouterr().err
