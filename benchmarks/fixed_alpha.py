@@ -18,8 +18,9 @@ before every step, from a torch optimizer step pre-hook, and ``lr`` (γ) so larg
     python benchmarks/fixed_alpha.py benchmarks/results/quality_cpu_debian_20k_1000/results.json --size 20k \\
         --median-of benchmarks/results/seeds16_20k --seeds 0 1 2 3 --out benchmarks/results/fixed_alpha_20k
 
-Runs are cached in ``<out>/runs/`` (not committed) as ``<job id>_<tag>.json`` (tag ``median`` or ``constA``)
-and reused; ``<out>/fixed_alpha.json`` and ``.md`` hold each seed's final pooled loss per budget and how
+Runs are cached in ``<out>/runs/`` (not committed) as ``<job id>_<tag>.json`` and reused; the tag names the
+path (``median``, ``median_floorA``, ``median_capA`` or ``constA``, after the configuration's name when it is not
+``sfplus``). ``<out>/fixed_alpha_<tag>.json`` and ``.md`` hold each seed's final pooled loss per budget and how
 closely the run followed the path.
 """
 
@@ -29,7 +30,6 @@ import argparse
 import contextlib
 import json
 import math
-import statistics
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +40,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from seed_spread import spread  # noqa: E402
 from sfplus_rerun import _run, anytime_job, bench_config, cached_records, register_variants  # noqa: E402
 
 from sfplus import ScheduleFreePlus  # noqa: E402
@@ -167,12 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {r['seed']} | {cells} | {r['tracking_error']:.1e} |")
     summary = []
     for n in names:
-        values = [r["finals"][n] for r in rows if n in r["finals"] and math.isfinite(r["finals"][n])]
-        if len(values) >= 2:
-            summary.append(f"{statistics.fmean(values):.4f} ±{(max(values) - min(values)) / 2:.4f} "
-                           f"(sd {statistics.stdev(values):.4f})")
-        else:
-            summary.append("-")
+        s = spread([r["finals"][n] for r in rows if n in r["finals"]])
+        summary.append(f"{s['mean']:.4f} ±{s['range'] / 2:.4f} (sd {s['sd']:.4f})" if s["n"] >= 2 else "-")
     lines.append(f"| mean ± half-range | {' | '.join(summary)} | |")
     write_atomic(args.out / f"fixed_alpha_{tag}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
