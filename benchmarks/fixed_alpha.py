@@ -41,7 +41,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from seed_spread import spread  # noqa: E402
-from sfplus_rerun import _run, anytime_job, bench_config, cached_records, register_variants  # noqa: E402
+from sfplus_rerun import _run, anytime_job, bench_config, cached_records, file_sizes, register_variants  # noqa: E402
 
 from sfplus import ScheduleFreePlus  # noqa: E402
 from sfplus_lab.atomic import write_atomic  # noqa: E402
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.ramp < 0 or min(args.seeds) < 0:
         ap.error("--ramp and --seeds must be >= 0")
     doc = json.loads(args.results.read_text())
-    if args.size not in doc["sizes"]:
-        ap.error(f"size {args.size!r} is not in {args.results} (it has {', '.join(doc['sizes'])})")
+    file_sizes(ap, doc, args.results, [args.size])
     cfg = bench_config(doc)
     budgets = sorted(float(b) for b in cfg.budgets)
     if args.median_of:

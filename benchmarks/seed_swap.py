@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sfplus_rerun import _run, anytime_job, bench_config  # noqa: E402
+from sfplus_rerun import _run, anytime_job, bench_config, file_sizes  # noqa: E402
 
 from sfplus_lab.atomic import write_atomic  # noqa: E402
 from sfplus_lab.bench import runner  # noqa: E402
@@ -76,10 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         if name not in SFPLUS_CONFIGS:
             ap.error(f"unknown configuration {name!r}; choose from {', '.join(sorted(SFPLUS_CONFIGS))}")
     doc = json.loads(args.results.read_text())
-    sizes = args.sizes or list(doc["sizes"])
-    for size in sizes:
-        if size not in doc["sizes"]:
-            ap.error(f"size {size!r} is not in {args.results} (it has {', '.join(doc['sizes'])})")
+    sizes = file_sizes(ap, doc, args.results, args.sizes)
     cfg = bench_config(doc)
     budgets = sorted(float(b) for b in cfg.budgets)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)

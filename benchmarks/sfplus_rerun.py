@@ -68,6 +68,14 @@ def register_variants(parser: argparse.ArgumentParser, specs: list[str]) -> set[
     return set(SFPLUS_CONFIGS) | {spec.partition("=")[0] for spec in specs}
 
 
+def file_sizes(parser: argparse.ArgumentParser, doc: dict, path: Path | str, sizes: list[str] | None) -> list[str]:
+    """The sizes asked for (all of the file's when none), each checked to be in the results file at ``path``."""
+    for size in sizes or ():
+        if size not in doc["sizes"]:
+            parser.error(f"size {size!r} is not in {path} (it has {', '.join(doc['sizes'])})")
+    return list(sizes or doc["sizes"])
+
+
 def cached_records(folder: Path) -> list[tuple[Path, dict]]:
     """Every run cached in ``folder/runs/``, read, in file-name order; none is an error that names the folder (the
     runs/ folders are not committed: each folder's ``command.txt`` makes them again)."""
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = sorted(float(b) for b in cfg.budgets if args.max_budget is None or b <= args.max_budget)
     if not budgets:
         parser.error(f"--max-budget {args.max_budget:g} is below every budget of the file ({cfg.budgets})")
-    sizes = args.sizes or list(doc["sizes"])
+    sizes = file_sizes(parser, doc, args.results, args.sizes)
     jobs = []
     for size in sizes:
         for config in args.configs:
