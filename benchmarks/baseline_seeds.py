@@ -12,19 +12,12 @@ as many seeds:
 
 Runs are cached in ``<out>/runs/`` (not committed) and reused; ``<out>/baseline_seeds.json`` collects every
 seed's final pooled loss per budget, the file's own seeds included (from its ``cells``).
-
-``--horizon H`` trains the same job to another horizon (H tokens per parameter) instead, for instance to the
-horizon of ScheduleFree+'s anytime runs, so that a comparison differs in the optimizer alone. A seed's
-initialisation and batches do not depend on the horizon (the runner draws batch k from the seed and k); the
-evaluation steps do, and switching to x for an evaluation and back rounds the parameters, so the run is the
-same in distribution, not bit for bit. Only the new runs are collected then, under the new job's id.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -46,25 +39,17 @@ def _parse(run_id: str) -> re.Match:
     return m
 
 
-def _seed(run_id: str) -> int:
-    return int(_parse(run_id)["seed"])
-
-
 def _with_seed(m: re.Match, seed: int) -> str:
     """The parsed id with its seed replaced."""
     return m.string[: m.start("seed")] + str(seed) + m.string[m.end("seed"):]
 
 
-def job_for(run_id: str, seed: int, k: int | None, horizon: float | None = None) -> Job:
-    """The job of ``run_id`` with another seed (a baseline's id: a learning rate, not ``default``), and another
-    horizon in tokens per parameter when ``horizon`` is given."""
+def job_for(run_id: str, seed: int, k: int | None) -> Job:
+    """The job of ``run_id`` with another seed (a baseline's id: a learning rate, not ``default``)."""
     m = _parse(run_id)
     job = Job(size=m["size"], method=m["method"], lr=float(m["lr"]), k=k, seed=seed, kind=m["kind"],
-              budgets=[float(b) for b in m["budgets"].split("-")], phase="seed",
-              horizon_tpp=float(m["horizon"]) if horizon is None else horizon)  # fmt: skip
+              budgets=[float(b) for b in m["budgets"].split("-")], horizon_tpp=float(m["horizon"]), phase="seed")
     expected = _with_seed(m, seed)
-    if horizon is not None:
-        expected = expected[: m.start("horizon")] + f"{horizon:g}"
     if job.id != expected:  # the id does not round-trip (a number formatted differently): refuse to guess
         raise SystemExit(f"rebuilt job id {job.id!r} differs from {expected!r}")
     return job
@@ -89,32 +74,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("results", type=Path, help="a folder written by sfplus bench (with results.json)")
     ap.add_argument("run_id", help="the id of one of its baseline runs (results.json, cells' run_ids)")
     ap.add_argument("--seeds", type=int, nargs="+", required=True)
-    ap.add_argument("--horizon", type=float, metavar="H",
-                    help="train to H tokens per parameter instead of the run's horizon (an anytime run's budgets "
-                         "must not exceed it); the file's own seeds are then not collected")  # fmt: skip
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     doc = json.loads((args.results / "results.json").read_text())
     k, finals = file_finals(doc, args.run_id)
     if not finals:
         raise SystemExit(f"{args.run_id} is not in {args.results}/results.json")
-    key = args.run_id
-    if args.horizon is not None:
-        budgets = job_for(args.run_id, 0, k).budgets
-        if not (math.isfinite(args.horizon) and args.horizon >= max(budgets)):
-            ap.error(f"--horizon must be at least the run's largest budget ({max(budgets):g}), got {args.horizon:g}")
-        finals, key = {}, job_for(args.run_id, _seed(args.run_id), k, args.horizon).id
     cfg = bench_config(doc)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        job = job_for(args.run_id, seed, k, args.horizon)
+        job = job_for(args.run_id, seed, k)
         record = _run((job, cfg, args.out / "runs" / f"{job.id}.json"))
         for budget, value in record["finals"].items():
             finals.setdefault(budget, {})[seed] = value["pooled"]
         print(job.id, {b: round(v[seed], 4) for b, v in finals.items() if seed in v}, flush=True)
     summary_path = args.out / "baseline_seeds.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary[key] = {"source": str(args.results), "finals": {
+    summary[args.run_id] = {"source": str(args.results), "finals": {
         b: {str(s): v for s, v in sorted(values.items())} for b, values in finals.items()}}  # fmt: skip
     summary_path.write_text(json.dumps(summary, indent=1) + "\n")
 

@@ -40,21 +40,3 @@ def test_the_files_own_seeds_come_from_the_cells_of_that_job_only() -> None:
     ]}}}  # fmt: skip
     k, finals = baseline_seeds.file_finals(doc, "6k_adamw-cosine_lr0.064_s1_decay_b1000_h1000")
     assert k == 6 and finals == {"1000": {0: 1.9, 1: 1.8}}
-
-
-def test_another_horizon_changes_only_the_horizon_of_the_job() -> None:
-    run_id = "20k_sf-adamw_lr0.016_s1_anytime_b20-100-1000_h1000"
-    job = baseline_seeds.job_for(run_id, 5, k=3, horizon=1250.0)
-    assert job.id == "20k_sf-adamw_lr0.016_s5_anytime_b20-100-1000_h1250"
-    assert job.horizon_tpp == 1250.0 and job.budgets == [20.0, 100.0, 1000.0] and job.lr == 0.016
-
-
-@pytest.mark.parametrize("horizon", ["500", "nan", "inf"])
-def test_a_horizon_short_of_the_largest_budget_is_refused_before_training(horizon: str, tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture) -> None:
-    results = Path(__file__).resolve().parents[2] / "benchmarks/results/quality_cpu_debian_20k_1000"
-    with pytest.raises(SystemExit):
-        baseline_seeds.main([str(results), "20k_sf-adamw_lr0.016_s1_anytime_b20-100-1000_h1000", "--seeds", "0",
-                             "--horizon", horizon, "--out", str(tmp_path)])
-    assert "--horizon must be at least the run's largest budget (1000)" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
