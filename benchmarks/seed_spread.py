@@ -25,6 +25,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sfplus_rerun import cached_records  # noqa: E402
@@ -46,23 +48,25 @@ def loss_at(curve: list[dict], tpp: float) -> float:
     return math.nan
 
 
-def group_name(job: dict) -> str:
-    """Size, method, learning rate and horizon: runs of one job but different lengths are different groups."""
+def group_name(job: dict, tag: str = "") -> str:
+    """Size, method, learning rate and horizon: runs of one job but different lengths are different groups. A
+    run file named ``<job id>_<tag>`` (``fixed_alpha.py``'s prescribed paths) is in a group of its own tag."""
     lr = "default" if job.get("lr") is None else f"lr{job['lr']:g}"
-    return f"{job['size']} {job['method']} {lr} h{job['horizon_tpp']:g}"
+    return f"{job['size']} {job['method']} {lr} h{job['horizon_tpp']:g}" + (f" {tag}" if tag else "")
 
 
 def collect(dirs: list[Path], size: str | None) -> dict[str, dict[int, list[dict]]]:
-    """Group -> seed -> curve, each run once (the same run id in two folders is the same run)."""
+    """Group -> seed -> curve, each run once (a run file of the same name in two folders is the same run)."""
     groups: dict[str, dict[int, list[dict]]] = {}
     seen: set[str] = set()
     for folder in dirs:
-        for _, record in cached_records(folder):
+        for path, record in cached_records(folder):
             job = record["job"]
-            if (size is not None and job["size"] != size) or job["id"] in seen or record.get("diverged"):
+            if (size is not None and job["size"] != size) or path.name in seen or record.get("diverged"):
                 continue
-            seen.add(job["id"])
-            groups.setdefault(group_name(job), {})[job["seed"]] = record["curve"]
+            seen.add(path.name)
+            tag = path.stem[len(job["id"]) + 1:] if path.stem.startswith(job["id"] + "_") else ""
+            groups.setdefault(group_name(job, tag), {})[job["seed"]] = record["curve"]
     return groups
 
 
@@ -73,6 +77,36 @@ def spread(values: list[float]) -> dict:
     return {"n": len(values), "mean": statistics.fmean(values), "range": values[-1] - values[0],
             "range_without_lowest": values[-1] - values[1] if len(values) > 2 else math.nan,
             "sd": statistics.stdev(values)}
+
+
+def sd_ratio_interval(n_a: int, n_b: int, ratio: float, level: float = 0.9) -> tuple[float, float]:
+    """A ``level`` confidence interval for σ_a / σ_b from the ratio of two sample standard deviations over n_a and
+    n_b seeds, if each group's losses are normal: (s_a/σ_a)² / (s_b/σ_b)² follows F(n_a − 1, n_b − 1). The F
+    quantiles are drawn by Monte Carlo from a fixed generator (2e5 draws: about 1% on the bounds), so the same
+    inputs always give the same interval, with numpy alone."""
+    draws = np.random.default_rng(0).f(n_a - 1, n_b - 1, 200_000)
+    lo_q, hi_q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return ratio / math.sqrt(hi_q), ratio / math.sqrt(lo_q)
+
+
+def ratios(rows: list[dict], reference: str, level: float = 0.9) -> list[dict]:
+    """Each group's spread against the reference group's at each point: sd ratio with its interval, and the
+    ratio of half-ranges (which grows with the number of seeds: compare it between equal seed counts)."""
+    ref = {p["tpp"]: p for p in next(r for r in rows if r["group"] == reference)["points"]}
+    out = []
+    for row in rows:
+        if row["group"] == reference:
+            continue
+        points = []
+        for p in row["points"]:
+            q = ref[p["tpp"]]
+            if p.get("sd") and q.get("sd"):
+                r = p["sd"] / q["sd"]
+                lo, hi = sd_ratio_interval(p["n"], q["n"], r, level)
+                points.append({"tpp": p["tpp"], "n": p["n"], "n_ref": q["n"], "sd_ratio": r, "interval": [lo, hi],
+                               "range_ratio": p["range"] / q["range"] if q["range"] else math.nan})
+        out.append({"group": row["group"], "points": points})
+    return out
 
 
 def _median(values: list[float]) -> float:
@@ -103,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", help="only runs of this model size (e.g. 20k)")
     ap.add_argument("--at", nargs="+", type=float, required=True, help="points of training, in tokens per parameter")
     ap.add_argument("--min-seeds", type=int, default=3, help="skip groups with fewer seeds")
+    ap.add_argument("--reference", metavar="TEXT",
+                    help="compare every group's spread with the one group whose name contains TEXT")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if any(not (t > 0) for t in args.at):
@@ -111,6 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         raise SystemExit(f"no group has {args.min_seeds} or more seeds in {[str(d) for d in args.dirs]}")
     doc = {"dirs": [str(d) for d in args.dirs], "size": args.size, "at": sorted(args.at), "groups": rows}
+    if args.reference is not None:
+        matches = [r["group"] for r in rows if args.reference in r["group"]]
+        if len(matches) != 1:
+            raise SystemExit(f"--reference {args.reference!r} must name exactly one group; it matches "
+                             f"{matches or 'none'} of {[r['group'] for r in rows]}")
+        doc["reference"], doc["ratios"] = matches[0], ratios(rows, matches[0])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "seed_spread.json").write_text(json.dumps(doc, indent=1, allow_nan=True) + "\n")
     lines = ["Validation loss at x over seeds at points of training: mean, range (max − min), range without the "
@@ -126,6 +168,17 @@ def main(argv: list[str] | None = None) -> None:
         for seed, values in row["offsets"].items():
             cells = ("" if not math.isfinite(v) else f"{v:+.3f}" for v in values)
             lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "ratios" in doc:
+        lines += [f"Spread against **{doc['reference']}**: the ratio of standard deviations with a 90% interval "
+                  "(normal seeds, F distribution), and the ratio of ranges (max − min; larger for more seeds).", "",
+                  "| group | tokens/param | seeds (reference) | sd ratio | 90% interval | range ratio |",
+                  "|---|---|---|---|---|---|"]
+        for row in doc["ratios"]:
+            for p in row["points"]:
+                lo, hi = p["interval"]
+                lines.append(f"| {row['group']} | {p['tpp']:g} | {p['n']} ({p['n_ref']}) | {p['sd_ratio']:.2f} | "
+                             f"{lo:.2f}-{hi:.2f} | {_fmt(p['range_ratio'], 2)} |")
         lines.append("")
     (args.out / "seed_spread.md").write_text("\n".join(lines))
     print("\n".join(lines))

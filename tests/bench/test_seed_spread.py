@@ -23,11 +23,11 @@ def _record(seed: int, losses: dict[float, float], *, method: str = "sfplus", lr
             "curve": [{"tpp": t, "pooled": v} for t, v in losses.items()]}
 
 
-def _write(folder: Path, records: list[dict]) -> None:
+def _write(folder: Path, records: list[dict], tag: str = "") -> None:
     runs = folder / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     for rec in records:
-        (runs / f"{rec['job']['id']}.json").write_text(json.dumps(rec))
+        (runs / f"{rec['job']['id']}{'_' + tag if tag else ''}.json").write_text(json.dumps(rec))
 
 
 def test_interpolation_is_linear_in_log_tokens() -> None:
@@ -85,3 +85,29 @@ def test_offsets_are_from_the_median_of_each_point(tmp_path: Path) -> None:
     (group,) = json.loads((tmp_path / "out" / "seed_spread.json").read_text())["groups"]
     assert group["offsets"]["0"] == pytest.approx([-0.1, 0.01]) and group["offsets"]["1"] == pytest.approx([0.0, 0.0])
     assert "| 2 | +0.100 | -0.010 |" in (tmp_path / "out" / "seed_spread.md").read_text()
+
+
+def test_the_sd_ratio_interval_is_the_f_distributions() -> None:
+    # F(7, 7) quantiles 0.05 / 0.95: 0.2641 / 3.787 (tables); F(3, 3): 0.1078 / 9.277.
+    lo, hi = seed_spread.sd_ratio_interval(8, 8, 2.0)
+    assert lo == pytest.approx(2.0 / math.sqrt(3.787), rel=0.01)
+    assert hi == pytest.approx(2.0 / math.sqrt(0.2641), rel=0.01)
+    lo, hi = seed_spread.sd_ratio_interval(4, 4, 1.0)
+    assert lo == pytest.approx(1 / math.sqrt(9.277), rel=0.02) and hi == pytest.approx(1 / math.sqrt(0.1078), rel=0.02)
+    assert seed_spread.sd_ratio_interval(8, 8, 2.0) == seed_spread.sd_ratio_interval(8, 8, 2.0)  # reproducible
+
+
+def test_a_prescribed_path_is_its_own_group_and_groups_are_compared_with_a_reference(tmp_path: Path) -> None:
+    _write(tmp_path / "a", [_record(s, {100.0: 2.0 + 0.01 * s}) for s in range(3)])
+    _write(tmp_path / "a", [_record(s, {100.0: 2.0 + 0.02 * s}) for s in range(3)], tag="const0.016")
+    seed_spread.main([str(tmp_path / "a"), "--at", "100", "--reference", "h100 const", "--out", str(tmp_path / "o")])
+    doc = json.loads((tmp_path / "o" / "seed_spread.json").read_text())
+    assert [g["group"] for g in doc["groups"]] == ["20k sfplus default h100", "20k sfplus default h100 const0.016"]
+    assert doc["reference"] == "20k sfplus default h100 const0.016"
+    (row,) = doc["ratios"]
+    (point,) = row["points"]
+    assert row["group"] == "20k sfplus default h100" and point["sd_ratio"] == pytest.approx(0.5)
+    assert point["range_ratio"] == pytest.approx(0.5) and point["interval"][0] < 0.5 < point["interval"][1]
+    assert "| 20k sfplus default h100 | 100 | 3 (3) | 0.50 |" in (tmp_path / "o" / "seed_spread.md").read_text()
+    with pytest.raises(SystemExit, match="must name exactly one group"):
+        seed_spread.main([str(tmp_path / "a"), "--at", "100", "--reference", "h100", "--out", str(tmp_path / "o")])
