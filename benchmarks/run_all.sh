@@ -127,3 +127,12 @@ done
 for dir in quality_cpu_debian_50k_1000 seed_spread_20k seed_spread_50k late_alpha_20k fixed_alpha_20k probes19_20k; do
     bash benchmarks/results/$dir/command.txt
 done
+
+# 17. Ninth session: as many seeds on both sides. Schedule-Free AdamW's seeds 8-15 at 20k / 1000 (the last command of
+#     seeds_headline/command.txt), 16 seeds of it at 6.6k and 20k at 20 and 100 tokens/param, 48k / 1000 and 96k
+#     with 8 seeds a side, the constant step as its own update (the last command of fixed_alpha_20k/command.txt),
+#     and the tables made from them.
+for dir in seeds_short quality_cpu_debian_50k_1000_8seeds seeds_100k seeds8_100k seed_spread_20k_s16 seed_spread_100k \
+           matched_seeds; do
+    bash benchmarks/results/$dir/command.txt
+done
