@@ -133,6 +133,6 @@ done
 #     with 8 seeds a side, the constant step as its own update (the last command of fixed_alpha_20k/command.txt),
 #     and the tables made from them.
 for dir in seeds_short quality_cpu_debian_50k_1000_8seeds seeds_100k seeds8_100k seed_spread_20k_s16 seed_spread_100k \
-           matched_seeds probes20_100k; do
+           matched_seeds probes20_100k probes20_20k probes20_6k; do
     bash benchmarks/results/$dir/command.txt
 done
