@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seed_spread import sd_ratio_interval, spread  # noqa: E402
+from seed_spread import spread, spread_ratio  # noqa: E402
 
 
 def seed_values(source: dict, root: Path) -> list[float]:
@@ -56,12 +55,11 @@ def compare(ours: list[float], baselines: dict[str, list[float]]) -> dict:
     theirs = {label: spread(values) for label, values in baselines.items()}
     best = min(theirs, key=lambda label: theirs[label]["mean"])
     b = theirs[best]
-    sd_ratio = mine["sd"] / b["sd"]
-    interval = list(sd_ratio_interval(mine["n"], b["n"], sd_ratio))
+    ratio = spread_ratio(mine, b)
     return {"ours": mine, "baselines": theirs, "best": best,
             "mean_diff_pct": 100.0 * (mine["mean"] / b["mean"] - 1.0),
-            "half_range_ratio": mine["range"] / b["range"] if b["range"] else math.nan,
-            "sd_ratio": sd_ratio, "sd_ratio_interval": interval}  # fmt: skip
+            "half_range_ratio": ratio["range_ratio"], "sd_ratio": ratio["sd_ratio"],
+            "sd_ratio_interval": ratio["interval"]}  # fmt: skip
 
 
 def _side(s: dict) -> str:

@@ -19,6 +19,7 @@ their distance, and whether a seed's offset from the median fades (it was ahead 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -79,32 +80,40 @@ def spread(values: list[float]) -> dict:
             "sd": statistics.stdev(values)}
 
 
+@functools.cache
+def _f_quantiles(dfn: int, dfd: int, level: float) -> tuple[float, float]:
+    """The (1 − level)/2 and (1 + level)/2 quantiles of F(dfn, dfd), by Monte Carlo from a fixed generator (2e5
+    draws: about 1% on the bounds), so the same inputs always give the same values, with numpy alone; drawn once
+    per argument set."""
+    draws = np.random.default_rng(0).f(dfn, dfd, 200_000)
+    lo_q, hi_q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo_q), float(hi_q)
+
+
 def sd_ratio_interval(n_a: int, n_b: int, ratio: float, level: float = 0.9) -> tuple[float, float]:
     """A ``level`` confidence interval for σ_a / σ_b from the ratio of two sample standard deviations over n_a and
-    n_b seeds, if each group's losses are normal: (s_a/σ_a)² / (s_b/σ_b)² follows F(n_a − 1, n_b − 1). The F
-    quantiles are drawn by Monte Carlo from a fixed generator (2e5 draws: about 1% on the bounds), so the same
-    inputs always give the same interval, with numpy alone."""
-    draws = np.random.default_rng(0).f(n_a - 1, n_b - 1, 200_000)
-    lo_q, hi_q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    n_b seeds, if each group's losses are normal: (s_a/σ_a)² / (s_b/σ_b)² follows F(n_a − 1, n_b − 1)."""
+    lo_q, hi_q = _f_quantiles(n_a - 1, n_b - 1, level)
     return ratio / math.sqrt(hi_q), ratio / math.sqrt(lo_q)
 
 
+def spread_ratio(a: dict, b: dict, level: float = 0.9) -> dict:
+    """Spread ``a`` against spread ``b`` (two ``spread`` results with an sd each): the sd ratio with its ``level``
+    interval, and the ratio of ranges (which grows with the number of seeds: compare it between equal counts)."""
+    r = a["sd"] / b["sd"]
+    return {"sd_ratio": r, "interval": list(sd_ratio_interval(a["n"], b["n"], r, level)),
+            "range_ratio": a["range"] / b["range"] if b["range"] else math.nan}
+
+
 def ratios(rows: list[dict], reference: str, level: float = 0.9) -> list[dict]:
-    """Each group's spread against the reference group's at each point: sd ratio with its interval, and the
-    ratio of half-ranges (which grows with the number of seeds: compare it between equal seed counts)."""
+    """Each group's spread against the reference group's at each point (``spread_ratio``)."""
     ref = {p["tpp"]: p for p in next(r for r in rows if r["group"] == reference)["points"]}
     out = []
     for row in rows:
         if row["group"] == reference:
             continue
-        points = []
-        for p in row["points"]:
-            q = ref[p["tpp"]]
-            if p.get("sd") and q.get("sd"):
-                r = p["sd"] / q["sd"]
-                lo, hi = sd_ratio_interval(p["n"], q["n"], r, level)
-                points.append({"tpp": p["tpp"], "n": p["n"], "n_ref": q["n"], "sd_ratio": r, "interval": [lo, hi],
-                               "range_ratio": p["range"] / q["range"] if q["range"] else math.nan})
+        points = [{"tpp": p["tpp"], "n": p["n"], "n_ref": ref[p["tpp"]]["n"], **spread_ratio(p, ref[p["tpp"]], level)}
+                  for p in row["points"] if p.get("sd") and ref[p["tpp"]].get("sd")]  # fmt: skip
         out.append({"group": row["group"], "points": points})
     return out
 
