@@ -74,6 +74,9 @@ def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dic
     }
     lr = None if fixed or k is None else cfg.lr(k)
     swept = sorted(sweep)
+    # seed 0 picked the learning rate, so its loss is the sweep's minimum: an optimistic draw. The seeds that
+    # did not take part in the choice give the estimate without that selection (None: no such seed, or fixed).
+    heldout = [v for s, v in zip(by_seed, values) if s != 0 and math.isfinite(v)] if not fixed else []
     return {
         "budget": budget,
         "method": method,
@@ -87,6 +90,8 @@ def _cell(cfg: BenchConfig, recs: list[dict], budget: float, method: str) -> dic
         "final_pooled_spread": (max(finite) - min(finite)) if len(finite) > 1 else None,
         "final_pooled_std": statistics.stdev(finite) if len(finite) > 1 else None,
         "diverged_seeds": len(values) - len(finite),
+        "final_heldout_mean": statistics.fmean(heldout) if heldout else None,
+        "heldout_seeds": len(heldout),
         "per_source_mean": per_source,
         "run_ids": [r["job"]["id"] for r in by_seed.values()],
     }
@@ -217,14 +222,17 @@ def format_summary(doc: dict[str, Any]) -> str:
         if budgets:
             lines += _per_source(block, budgets[-1])
             lines.append("")
-        lines.append("| budget (tok/param) | method | best LR | bracketed | seeds | final val loss (pooled) | spread |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("| budget (tok/param) | method | best LR | bracketed | seeds | final val loss (pooled) | spread "
+                     "| held-out mean (seeds that did not pick the LR) |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for c in block["cells"]:
             fixed = not is_tuned(c["method"])
             lr = "fixed" if fixed else f"{c['best_lr']:.3g}" if c["best_lr"] else "diverged"
             spread = "" if c["final_pooled_spread"] is None else f"{c['final_pooled_spread']:.4f}"
+            held = c.get("final_heldout_mean")  # absent from results.json files written before it existed
+            held = "" if held is None else f"{held:.4f} (n={c['heldout_seeds']})"
             lines.append(f"| {c['budget']:g} | {c['method']} | {lr} | {'yes' if c['lr_bracketed'] else 'NO'} | "
-                         f"{len(c['seeds'])} | {c['final_pooled_mean']:.4f} | {spread} |")
+                         f"{len(c['seeds'])} | {c['final_pooled_mean']:.4f} | {spread} | {held} |")
         lines.append("")
         tables = {"sfplus": block["time_to_target"], **block.get("time_to_target_extra", {})}
         for method, rows in tables.items():
