@@ -484,6 +484,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
     _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),
+    _variant(_SFPLUS, "sfplus-ratio1", {"max_step_ratio": 1.0}, "peru"),  # the default until the tenth session
     # the default until the fourth session: beta annealed over 1000 steps as the paper advises for LLMs, beta1 0.9,
     # a 100-step warm start
     _variant(_SFPLUS, "sfplus-anneal1000", {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},

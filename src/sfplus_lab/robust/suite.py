@@ -35,6 +35,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-beta1-0.9": {"betas": (0.9, 0.95), "c_warmup": 100},  # between the fourth session's two changes
     "default-cw100-b0.8": {"c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
     "default-warmup25": {"warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
+    "default-ratio0.25": {"max_step_ratio": 0.25},  # a lead at 96k and at 20 tokens/param (ninth session)
+    "default-ratio0.5": {"max_step_ratio": 0.5},  # between it and R = 1; the default from the tenth session
+    "default-ratio1": {"max_step_ratio": 1.0},  # the default until the tenth session
     # the paper's reference defaults (no warmup, no decay, no annealing, ...) plus only the four safeguards
     "paper+safeguards": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
                              bounded_decay=True),  # fmt: skip
