@@ -71,20 +71,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("cells", type=Path, help="a JSON list of cells (see the module docstring)")
     ap.add_argument("--root", type=Path, default=Path("."), help="the folder the files are relative to")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ours", default="the default", help="what the table calls the cells' ours side")
     args = ap.parse_args(argv)
     rows = []
     for cell in json.loads(args.cells.read_text()):
         ours = seed_values(cell["ours"], args.root)
         baselines = {src["label"]: seed_values(src, args.root) for src in cell["baselines"]}
-        for label, values in {"the default": ours, **baselines}.items():
+        for label, values in {args.ours: ours, **baselines}.items():
             if len(values) < 2:
                 raise SystemExit(f"{cell['cell']}: {label} has {len(values)} seed(s); a spread needs 2 or more")
         rows.append({"cell": cell["cell"], **compare(ours, baselines)})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "matched_seeds.json").write_text(json.dumps(rows, indent=1) + "\n")
-    lines = ["Final validation loss at x: mean ±half-range (standard deviation, seeds). The default against the "
-             "baseline with the lowest mean; sd ratio with a 90% interval (normal seeds, F distribution).", "",
-             "| cell | the default | baselines | vs the lowest | half-range ratio | sd ratio (90%) |",
+    lines = ["Final validation loss at x: mean ±half-range (standard deviation, seeds). "
+             f"{args.ours[:1].upper() + args.ours[1:]} against the baseline with the lowest mean; sd ratio with a "
+             "90% interval (normal seeds, F distribution).", "",
+             f"| cell | {args.ours} | baselines | vs the lowest | half-range ratio | sd ratio (90%) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         base = "; ".join(f"{label} {_side(s)}" for label, s in r["baselines"].items())

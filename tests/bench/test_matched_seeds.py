@@ -65,3 +65,11 @@ def test_a_side_with_one_seed_is_refused(tmp_path: Path) -> None:
     cells = _cells(tmp_path, [{"label": "a", "file": "baseline_seeds.json", "run_id": "run-a", "budget": 100}])
     with pytest.raises(SystemExit, match="a has 1 seed"):
         matched_seeds.main([str(cells), "--root", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_ours_names_the_column(tmp_path: Path) -> None:
+    _files(tmp_path)
+    cells = _cells(tmp_path, [{"label": "a", "file": "baseline_seeds.json", "run_id": "run-a", "budget": 100}])
+    matched_seeds.main([str(cells), "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--ours", "R = 0.5"])
+    text = (tmp_path / "o" / "matched_seeds.md").read_text()
+    assert "| cell | R = 0.5 | baselines |" in text and "R = 0.5 against the baseline" in text
