@@ -4,7 +4,8 @@
 
 For each run folder: ``<label>.csv`` with step, tokens, F (train loss), alpha, I, ||g||_1, e_hat, c, beta and
 alpha^2 lambda (lambda read from the run's config.json), plus the validation loss at x where evaluated;
-and ``quickstart_traces.png`` with alpha, ||g||_1 and the validation loss of every run against steps.
+``finals.json`` with each run's last validation loss at x (runs of other optimizers, without alpha, give only
+that); and ``quickstart_traces.png`` with alpha, ||g||_1 and the validation loss of every run against steps.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    finals: dict[str, dict] = {}
     for spec in args.runs:
         folder, label = spec.rsplit(":", 1)
         train, evals, lam = read_run(Path(folder))
@@ -47,12 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         with open(out / f"{label}.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow([*COLUMNS, "alpha2_lambda", "val_loss_at_x"])
-            for r in train[::2]:  # every other step keeps the files small
+            rows = train[::2] + ([train[-1]] if train and len(train) % 2 == 0 else [])  # every other step, and the last
+            for r in rows:
                 w.writerow([*(r.get(c) for c in COLUMNS), r["alpha"] ** 2 * lam, val.get(r["step"], "")])
         steps = [r["step"] for r in train]
         axes[0].plot(steps, [r["alpha"] for r in train], label=label, lw=1)
         axes[1].plot(steps, [r["l1"] for r in train], label=label, lw=0.8)
         final = evals[-1]["val_loss"]
+        finals[label] = {"step": evals[-1]["step"], "val_loss_at_x": final,
+                         "alpha_last": train[-1]["alpha"] if train else None}  # fmt: skip
         axes[2].plot([r["step"] for r in evals], [r["val_loss"] for r in evals], label=f"{label} ({final:.3f})")
     titles = ("emergent step alpha", "||g||_1 (the Polyak denominator's input)", "validation loss at x")
     for ax, title in zip(axes, titles):
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "quickstart_traces.png", dpi=110)
+    (out / "finals.json").write_text(json.dumps(finals, indent=1) + "\n")
     print(f"wrote {len(args.runs)} traces and {out / 'quickstart_traces.png'}")
     return 0
 
