@@ -136,3 +136,13 @@ for dir in seeds_short quality_cpu_debian_50k_1000_8seeds seeds_100k seeds8_100k
            matched_seeds probes20_100k probes20_20k probes20_6k; do
     bash benchmarks/results/$dir/command.txt
 done
+
+# 18. Tenth session: the ratio bound at R = 0.5 (the new default) and 0.25 on the suite, the quickstart (three seeds,
+#     with tuned baselines beside it) and the 1M model at 5 tokens/param; R = 0.5 at 96k and 48k with 8 seeds, at 6.6k
+#     and 20k with 8 and 16 (the sixth and seventh sessions' runs reused), and the table made from them. The
+#     probes21_* commands name the variant explicitly, so they give the same runs before and after the change.
+python -m sfplus_lab.robust --out benchmarks/results/robust_r025 --configs default-ratio0.25 --no-adamw
+python -m sfplus_lab.robust --out benchmarks/results/robust_r05 --configs default-ratio0.5 --no-adamw
+for dir in quickstart_ratio m1_5tpp probes21_100k probes21_50k probes21_6k probes21_20k matched_seeds_r05; do
+    bash benchmarks/results/$dir/command.txt
+done

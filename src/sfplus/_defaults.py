@@ -71,7 +71,7 @@ _ROBUST: dict[str, Any] = dict(
     r=1.0,
     max_inner=0.0,
     max_step_growth=0.05,
-    max_step_ratio=0.5,  # 1.0 until the tenth session: its seeds spread 4-5x the tuned baseline's at 96k (docs/algorithm.md)
+    max_step_ratio=0.5,  # 1.0 until the tenth session: seeds spread 4-5x the tuned baseline at 96k (docs/algorithm.md)
     bounded_decay=True,
     decay_1d=False,
 )
