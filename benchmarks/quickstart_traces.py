@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(out / f"{label}.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow([*COLUMNS, "alpha2_lambda", "val_loss_at_x"])
-            rows = train[::2] + ([train[-1]] if train and len(train) % 2 == 0 else [])  # every other step, and the last
-            for r in rows:
+            last = len(train) - 1
+            for r in (r for i, r in enumerate(train) if i % 2 == 0 or i == last):  # every other step, and the last
                 w.writerow([*(r.get(c) for c in COLUMNS), r["alpha"] ** 2 * lam, val.get(r["step"], "")])
         steps = [r["step"] for r in train]
         axes[0].plot(steps, [r["alpha"] for r in train], label=label, lw=1)
