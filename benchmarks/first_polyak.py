@@ -1,18 +1,19 @@
 """P_1, the Polyak factor of the untrained model, by model size: where the ratio bound's cap R·P_1 lies.
 
-The library's default bounds the Polyak factor by R·P_1 (``max_step_ratio``, R = 0.5), where P_1 = F_1 / ê_1 is
-the first step's (docs/algorithm.md, "Safeguards"). On the benchmark's GPTs P_1 fell about as 1/N while the tuned
-learning rate fell more slowly, so the cap comes closer to the tuned learning rate, and then below it, as the
-model grows. This script measures P_1 without training: for each size and seed it builds the lab's GPT as
-``sfplus train --model SIZE --seed S`` does (same initialisation, same first batch), takes one ScheduleFree+
-step with the library's defaults and reads F_1 and ê_1 from ``optimizer.stats``:
+The safeguard ``max_step_ratio`` (R) bounds the Polyak factor by R·P_1, where P_1 = F_1 / ê_1 is the first
+step's (docs/algorithm.md, "The safeguards"); it was on in the library's default until the tenth session (R = 0.5
+there). On the benchmark's GPTs P_1 fell about as 1/N while the tuned learning rate fell more slowly, so the cap
+comes closer to the tuned learning rate, and then below it, as the model grows. This script measures P_1
+without training: for each size and seed it builds the lab's GPT as ``sfplus train --model SIZE --seed S`` does
+(same initialisation, same first batch), takes one ScheduleFree+ step with the library's defaults and reads F_1
+and ê_1 from ``optimizer.stats``:
 
     python benchmarks/first_polyak.py --sizes 6k 20k 50k 100k 250k 1m 10m 100m --seeds 0 1 2 \\
         --out benchmarks/results/first_polyak
 
-It writes ``<out>/first_polyak.json`` (every seed) and ``<out>/first_polyak.md`` (the median per size, the cap at
-R = 0.5 and the least-squares slope of log P_1 against log N). One step of the 100M model takes about a minute and
-a few GB on one CPU thread; the small sizes take well under a second.
+It writes ``<out>/first_polyak.json`` (every seed) and ``<out>/first_polyak.md`` (the median per size, the cap
+at ``--ratio`` (0.5) and the least-squares slope of log P_1 against log N). One step of the 100M model takes
+about a minute and a few GB on one CPU thread; the small sizes take well under a second.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def slope(points: list[tuple[float, float]]) -> float:
 def table(doc: dict[str, Any], ratio: float) -> str:
     lines = [
         f"P_1 = F_1 / ê_1 of the untrained lab GPT (one default step; batch {doc['batch_size']} × {doc['seq_len']}, "
-        f"data: {doc['data'] or 'built-in text'}); median over seeds {doc['seeds']}. The cap is R·P_1 with R = {ratio:g} "
-        "(the library's default `max_step_ratio`).",
+        f"data: {doc['data'] or 'built-in text'}); median over seeds {doc['seeds']}. The cap is R·P_1 with "
+        f"R = {ratio:g} (`max_step_ratio`; the library's default in the tenth session, off from the eleventh).",
         "",
         "| size | parameters | F_1 | ‖g‖₁ (median) | P_1 median (min-max) | cap R·P_1 |",
         "|---|---|---|---|---|---|",
@@ -95,14 +96,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=16, help="sequences per step (the lab's default: 16)")
     ap.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (the lab's default: 128)")
     ap.add_argument("--data", nargs="+", default=None, help="as sfplus train --data (default: built-in text)")
+    ap.add_argument("--ratio", type=float, default=0.5, help="R of the table's cap column (default 0.5)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     unknown = [s for s in args.sizes if s.lower() not in PRESETS]
     if unknown:
         raise SystemExit(f"unknown size(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
-    import sfplus
-
-    ratio = sfplus.PRESETS["robust"]["max_step_ratio"]
+    ratio = args.ratio
     doc: dict[str, Any] = {"batch_size": args.batch_size, "seq_len": args.seq_len, "data": args.data,
                            "seeds": args.seeds, "max_step_ratio": ratio, "sizes": {}}
     for size in args.sizes:
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
             run = first_step(size, seed, batch_size=args.batch_size, seq_len=args.seq_len, data=args.data)
             entry["params"] = run.pop("params")
             entry["seeds"][str(seed)] = run
-            print(f"{size} seed {seed}: P_1 = {run['P1']:.4g} (F_1 {run['loss']:.4f}, ‖g‖₁ {run['l1']:.1f})", flush=True)
+            print(f"{size} seed {seed}: P_1 = {run['P1']:.4g} (F_1 {run['loss']:.4f}, ‖g‖₁ {run['l1']:.1f})",
+                  flush=True)
         doc["sizes"][size] = entry
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "first_polyak.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -71,7 +71,9 @@ _ROBUST: dict[str, Any] = dict(
     r=1.0,
     max_inner=0.0,
     max_step_growth=0.05,
-    max_step_ratio=0.5,  # 1.0 until the tenth session: seeds spread 4-5x the tuned baseline at 96k (docs/algorithm.md)
+    # off from the eleventh session (1.0, then 0.5, before): the cap R*P_1 falls as 1/N with the model's size, so
+    # on the 10M GPT it held alpha at a tenth of the Polyak step and of the tuned learning rate (docs/algorithm.md)
+    max_step_ratio=None,
     bounded_decay=True,
     decay_1d=False,
 )

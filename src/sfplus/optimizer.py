@@ -85,7 +85,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         max_step: α_cap, an upper bound on α (None).
         max_inner: κ, safeguard: I enters eq. 4 as min(I, κ·max(F - f*, 0)) (robust 0, paper None).
         max_step_growth: ρ, safeguard: the Polyak factor grows at most (1 + ρ)x per step (robust 0.05).
-        max_step_ratio: R, safeguard: the Polyak factor never exceeds R times its first value (robust 0.5).
+        max_step_ratio: R, safeguard: the Polyak factor never exceeds R times its first value (robust: off).
         bounded_decay: safeguard: AdamC decay α²λ/(1 + α²λ), never more than all of y (robust True).
         decay_1d: whether the AdamC decay also applies to 1-D tensors, norm gains and biases (robust False:
             ``model.parameters()`` decays what the usual two param groups would; paper True).

@@ -483,8 +483,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # ablations of the default: one safeguard changed each
     _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
-    _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),
+    _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),  # the default from the eleventh session
     _variant(_SFPLUS, "sfplus-ratio1", {"max_step_ratio": 1.0}, "peru"),  # the default until the tenth session
+    _variant(_SFPLUS, "sfplus-ratio0.5", {"max_step_ratio": 0.5}, "sienna"),  # the default in the tenth session
     # the default until the fourth session: beta annealed over 1000 steps as the paper advises for LLMs, beta1 0.9,
     # a 100-step warm start
     _variant(_SFPLUS, "sfplus-anneal1000", {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},

@@ -39,7 +39,7 @@ def test_cli_writes_json_and_table(tmp_path: Path) -> None:
     first_polyak.main(["--sizes", "3k", "--seeds", "0", "1", "--batch-size", "2", "--seq-len", "16",
                        "--out", str(tmp_path)])  # fmt: skip
     doc = json.loads((tmp_path / "first_polyak.json").read_text())
-    assert doc["max_step_ratio"] == sfplus.PRESETS["robust"]["max_step_ratio"]
+    assert doc["max_step_ratio"] == 0.5  # the cap column's R (--ratio)
     assert set(doc["sizes"]["3k"]["seeds"]) == {"0", "1"}
     table = (tmp_path / "first_polyak.md").read_text()
     assert "| 3k | 3,096 |" in table

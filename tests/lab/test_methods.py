@@ -99,7 +99,8 @@ def test_one_entry_adds_a_baseline_to_bench_and_plots(monkeypatch: pytest.Monkey
 
 def test_off_turns_a_safeguard_off_where_none_means_the_default() -> None:
     default = OptimConfig().resolved()
-    assert default.max_inner is not None and default.max_step_ratio is not None  # the default has them on
+    assert default.max_inner is not None and default.max_step_growth is not None  # the default has them on
+    assert default.max_step_ratio is None  # off by default from the eleventh session; OFF must give the same
     for name in ("max_inner", "max_step_growth", "max_step_ratio"):
         model = GPT(ModelConfig(vocab_size=32, seq_len=8, n_layer=1, n_head=2, d_model=16))
         opt, _ = build_optimizer(OptimConfig(**{name: optim_factory.OFF}), model, total_steps=4)

@@ -23,7 +23,7 @@ def test_suite_writes_results_and_summary(tmp_path, capsys):
                  "--no-adamw"]) == 0  # fmt: skip
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["table"]["det_lsq"]["default"]["diverged"] == 0 and doc["table"]["det_lsq"]["paper"]["diverged"] == 2
-    assert len(doc["runs"]) == 4 and doc["meta"]["defaults"]["max_step_ratio"] == 0.5
+    assert len(doc["runs"]) == 4 and doc["meta"]["defaults"]["max_step_ratio"] is None
     assert "| det_lsq" in (tmp_path / "summary.md").read_text()
 
 

@@ -77,10 +77,10 @@ def test_alpha_never_grows_faster_than_its_bound(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_alpha_never_exceeds_the_first_polyak_factor(seed):
-    """max_step_ratio = 1 (the default): α_k <= γ_k · P_1, with γ_k the warmup ramp."""
+    """max_step_ratio = 1 (off in the default since the eleventh session): α_k <= γ_k · P_1, γ_k the warmup ramp."""
     torch.manual_seed(seed)
     problem = TeacherMLP(seed)
-    opt = sfplus.ScheduleFreePlus(problem.model.parameters(), warmup_steps=10)
+    opt = sfplus.ScheduleFreePlus(problem.model.parameters(), warmup_steps=10, max_step_ratio=1.0)
     _, stats = _train(problem, opt, steps=150)
     first = stats[0]
     p_first = first["alpha"] / (1 / 10)  # α_1 = γ_1 · P_1 with γ_1 = 1/10

@@ -28,7 +28,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-no-max-inner": {"max_inner": None},
     "default-no-growth": {"max_step_growth": None},
     "default-no-bounded-decay": {"bounded_decay": False},
-    "default-no-ratio": {"max_step_ratio": None},
+    "default-no-ratio": {"max_step_ratio": None},  # the default from the eleventh session
     "default-max-inner1": {"max_inner": 1.0},  # the next candidate: kappa = 1 (cheaper on the language models)
     # the default until the fourth session
     "default-anneal1000": {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},
@@ -36,8 +36,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-cw100-b0.8": {"c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
     "default-warmup25": {"warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
     "default-ratio0.25": {"max_step_ratio": 0.25},  # a lead at 96k and at 20 tokens/param (ninth session)
-    "default-ratio0.5": {"max_step_ratio": 0.5},  # between it and R = 1; the default from the tenth session
-    "default-ratio1": {"max_step_ratio": 1.0},  # the default until the tenth session
+    "default-ratio0.5": {"max_step_ratio": 0.5},  # between it and R = 1; the default in the tenth session
+    "default-ratio1": {"max_step_ratio": 1.0},  # the default from the third to the ninth session
     # the paper's reference defaults (no warmup, no decay, no annealing, ...) plus only the four safeguards
     "paper+safeguards": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
                              bounded_decay=True),  # fmt: skip
