@@ -146,3 +146,12 @@ python -m sfplus_lab.robust --out benchmarks/results/robust_r05 --configs defaul
 for dir in quickstart_ratio m1_5tpp probes21_100k probes21_50k probes21_6k probes21_20k matched_seeds_r05; do
     bash benchmarks/results/$dir/command.txt
 done
+
+# 19. Eleventh session: 16 seeds a side at 6.6k / 1000 and 48k / 20 (R = 0.5), P_1 by model size (6.6k-100M), the
+#     10M GPT with and without the ratio bound beside tuned Schedule-Free AdamW, then the bound off (the new default)
+#     on the quickstart, the suite and the benchmark's cells. Every command names the bound explicitly.
+python -m sfplus_lab.robust --out benchmarks/results/robust_noratio --configs default-no-ratio --no-adamw
+for dir in probes22_6k probes22_50k_20 seeds_r05x matched_seeds_r05b first_polyak m10_ratio quickstart_noratio \
+           probes23_6k probes23_20k probes23_50k probes23_100k matched_seeds_noratio; do
+    bash benchmarks/results/$dir/command.txt
+done
