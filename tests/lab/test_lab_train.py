@@ -40,6 +40,26 @@ def train_step(self):
 Trainer.train_step = train_step
 sys.exit(main(sys.argv[2:]))
 """
+#: Waits right after step k until a signal has been received (at most 300 s), having written the file "waiting":
+#: the test sends its signal then, so the run cannot finish first however loaded the machine is.
+WAIT_AFTER = """
+import sys, time
+from pathlib import Path
+from sfplus_lab.cli import main
+from sfplus_lab.trainer import Trainer
+k = int(sys.argv[1])
+real = Trainer.train_step
+def train_step(self):
+    out = real(self)
+    if self.step + 1 == k:
+        Path("waiting").write_text(str(k))
+        deadline = time.monotonic() + 300
+        while not self.stop_requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return out
+Trainer.train_step = train_step
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -166,16 +186,19 @@ def test_sigkill_then_resume_ends_with_the_same_val_loss(reference, env, tmp_pat
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_saves_a_checkpoint_and_exits_non_zero(reference, env, tmp_path, sig, code):
-    """So that ``sfplus train ... && sfplus export ...`` never exports a partial run."""
-    proc = _start(env, tmp_path)
-    metrics = tmp_path / "B" / "metrics.jsonl"
-    _wait_for(lambda: metrics.exists() and metrics.read_text().count('"train"') >= 13, proc)
+    """So that ``sfplus train ... && sfplus export ...`` never exports a partial run. The run waits after step 13
+    for the signal (WAIT_AFTER): sent on a count of logged rows instead, a loaded machine let the run finish first."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WAIT_AFTER, "13", "train", *RUN, "--out", "B"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for(lambda: (tmp_path / "waiting").exists(), proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == code, stderr
     assert "stopped at step" in stdout and f"exit status {code}" in stdout and "Traceback" not in stderr
     step = int(stdout.split("stopped at step ")[1].split("/")[0])
-    assert 13 <= step < 60
+    assert step == 13
     assert (tmp_path / "B" / "checkpoints" / f"step_{step:07d}" / "COMPLETE").exists()
     resumed = sfplus(["--out", "B", "--resume"], env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
