@@ -35,6 +35,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-beta1-0.9": {"betas": (0.9, 0.95), "c_warmup": 100},  # between the fourth session's two changes
     "default-cw100-b0.8": {"c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
     "default-warmup25": {"warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
+    "default-warmup200": {"warmup_steps": 200},  # without the ratio bound, a lead at 48k and 96k (eleventh session)
     "default-ratio0.25": {"max_step_ratio": 0.25},  # a lead at 96k and at 20 tokens/param (ninth session)
     "default-ratio0.5": {"max_step_ratio": 0.5},  # between it and R = 1; the default in the tenth session
     "default-ratio1": {"max_step_ratio": 1.0},  # the default from the third to the ninth session
