@@ -155,3 +155,8 @@ for dir in probes22_6k probes22_50k_20 seeds_r05x matched_seeds_r05b first_polya
            probes23_6k probes23_20k probes23_50k probes23_100k matched_seeds_noratio; do
     bash benchmarks/results/$dir/command.txt
 done
+# The lead for the next default: no ratio bound and a 200-step warmup.
+python -m sfplus_lab.robust --out benchmarks/results/robust_w200 --configs default-warmup200 --no-adamw
+for dir in probes24_6k probes24_20k probes24_50k probes24_100k matched_seeds_w200 w200_lead; do
+    bash benchmarks/results/$dir/command.txt
+done
