@@ -25,40 +25,29 @@ from sfplus_lab.cli import main as cli_main
 
 RUN = ["--recipe", "tiny", "--tokens", "30720", "--checkpoint-every", "10", "--eval-every", "10", "--seed", "0"]
 FINAL = "step_0000060"
-#: Stops a run right after step k, as SIGTERM would (same code path), at a step chosen by the test.
-STOP_AFTER = """
-import sys
-from sfplus_lab.cli import main
-from sfplus_lab.trainer import Trainer
-k = int(sys.argv[1])
-real = Trainer.train_step
-def train_step(self):
-    out = real(self)
-    if self.step + 1 == k:
-        self.stop_requested = True
-    return out
-Trainer.train_step = train_step
-sys.exit(main(sys.argv[2:]))
-"""
-#: Waits right after step k until a signal has been received (at most 300 s), having written the file "waiting":
-#: the test sends its signal then, so the run cannot finish first however loaded the machine is.
-WAIT_AFTER = """
+#: Runs ``sfplus`` with a hook right after step k (argv: k, then "stop" or "wait", then sfplus's arguments).
+#: "stop" stops the run there as SIGTERM would (same code path), at a step chosen by the test. "wait" writes the
+#: file "waiting" and holds the run there until a signal has been received (at most 300 s), so that a test's
+#: signal arrives at that step however loaded the machine is.
+AFTER_STEP = """
 import sys, time
 from pathlib import Path
 from sfplus_lab.cli import main
 from sfplus_lab.trainer import Trainer
-k = int(sys.argv[1])
+k, mode = int(sys.argv[1]), sys.argv[2]
 real = Trainer.train_step
 def train_step(self):
     out = real(self)
-    if self.step + 1 == k:
+    if self.step + 1 == k and mode == "stop":
+        self.stop_requested = True
+    elif self.step + 1 == k:
         Path("waiting").write_text(str(k))
         deadline = time.monotonic() + 300
         while not self.stop_requested and time.monotonic() < deadline:
             time.sleep(0.01)
     return out
 Trainer.train_step = train_step
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -143,7 +132,7 @@ def test_resume_in_a_new_process_is_bitwise_identical(reference, env, tmp_path, 
     if optimizer == "sf-adamw":
         pytest.importorskip("schedulefree")
     stop = subprocess.run(
-        [sys.executable, "-c", STOP_AFTER, str(k), "train", *RUN, "--optimizer", optimizer, "--out", "B"],
+        [sys.executable, "-c", AFTER_STEP, str(k), "stop", "train", *RUN, "--optimizer", optimizer, "--out", "B"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert stop.returncode == 143, stop.stderr  # stopped early without a signal: SIGTERM's code
@@ -187,9 +176,10 @@ def test_sigkill_then_resume_ends_with_the_same_val_loss(reference, env, tmp_pat
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_saves_a_checkpoint_and_exits_non_zero(reference, env, tmp_path, sig, code):
     """So that ``sfplus train ... && sfplus export ...`` never exports a partial run. The run waits after step 13
-    for the signal (WAIT_AFTER): sent on a count of logged rows instead, a loaded machine let the run finish first."""
+    for the signal (AFTER_STEP's "wait"): sent on a count of logged rows instead, a loaded machine let the run
+    finish first."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", WAIT_AFTER, "13", "train", *RUN, "--out", "B"], env=env, cwd=tmp_path,
+        [sys.executable, "-c", AFTER_STEP, "13", "wait", "train", *RUN, "--out", "B"], env=env, cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     _wait_for(lambda: (tmp_path / "waiting").exists(), proc)
