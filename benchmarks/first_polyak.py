@@ -19,6 +19,7 @@ about a minute and a few GB on one CPU thread; the small sizes take well under a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -35,9 +36,16 @@ from sfplus_lab.optim_factory import OptimConfig
 _FIELDS = ("loss", "l1", "e_hat", "alpha")
 
 
+@functools.cache
+def _corpus(data: tuple[str, ...] | None) -> Any:
+    """The tokenised corpus (bytes), read once for every size and seed."""
+    from sfplus_lab.data import load_corpus
+
+    return load_corpus(list(data) if data else None)
+
+
 def first_step(size: str, seed: int, *, batch_size: int, seq_len: int, data: list[str] | None) -> dict[str, Any]:
     """One default ScheduleFree+ step of the lab's GPT of ``size`` with ``seed``: its parameters, F_1, ê_1, P_1."""
-    from sfplus_lab.train import _load_corpus
     from sfplus_lab.trainer import Trainer
 
     cfg = RunConfig(
@@ -46,9 +54,8 @@ def first_step(size: str, seed: int, *, batch_size: int, seq_len: int, data: lis
         train=TrainConfig(model_size=size, tokens=batch_size * seq_len, seed=seed, progress=False),
         checkpoint=CheckpointConfig(every=0, keep=2),
     )
-    corpus = _load_corpus(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, corpus, Path(tmp))
+        trainer = Trainer(cfg, _corpus(tuple(data) if data else None), Path(tmp))
         row = trainer.train_step()
         params = trainer.model.num_params()
     if row.get("status") != "ok":

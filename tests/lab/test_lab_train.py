@@ -40,7 +40,7 @@ def train_step(self):
     out = real(self)
     if self.step + 1 == k and mode == "stop":
         self.stop_requested = True
-    elif self.step + 1 == k:
+    elif self.step + 1 == k:  # "wait"
         Path("waiting").write_text(str(k))
         deadline = time.monotonic() + 300
         while not self.stop_requested and time.monotonic() < deadline:
@@ -144,9 +144,10 @@ def test_resume_in_a_new_process_is_bitwise_identical(reference, env, tmp_path, 
     assert_same_run(reference[optimizer], tmp_path / "B")
 
 
-def _start(env: dict[str, str], cwd: Path) -> subprocess.Popen:
+def _start(env: dict[str, str], cwd: Path, launcher: tuple[str, ...] = ("-m", "sfplus")) -> subprocess.Popen:
+    """``sfplus train *RUN --out B`` in the background; ``launcher`` may put AFTER_STEP's hook in front."""
     return subprocess.Popen(
-        [sys.executable, "-m", "sfplus", "train", *RUN, "--out", "B"], env=env, cwd=cwd,
+        [sys.executable, *launcher, "train", *RUN, "--out", "B"], env=env, cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -178,10 +179,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_non_zero(reference, env, tmp_path
     """So that ``sfplus train ... && sfplus export ...`` never exports a partial run. The run waits after step 13
     for the signal (AFTER_STEP's "wait"): sent on a count of logged rows instead, a loaded machine let the run
     finish first."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", AFTER_STEP, "13", "wait", "train", *RUN, "--out", "B"], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = _start(env, tmp_path, ("-c", AFTER_STEP, "13", "wait"))
     _wait_for(lambda: (tmp_path / "waiting").exists(), proc)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=300)
