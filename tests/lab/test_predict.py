@@ -175,9 +175,9 @@ def test_the_prediction_says_how_sure_it_is(tmp_path: Path) -> None:
 def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``sfplus predict`` once failed on the README's own run (1 evaluation in steps 101..175).
 
-    The README's command (the default recipe) with a 50k model and 600k tokens (293 steps, ~12 s): its
-    log-spaced evaluations give the default fit enough points after its first step (twice the library's warmup:
-    the default has no warm start).
+    The README's command (the default recipe) with a 6.6k model and the quickstart's 1.2M tokens (its 586 steps,
+    ~12 s): its log-spaced evaluations give the default fit enough points after its first step (twice the
+    library's warmup: the default has no warm start), whatever the default warmup is.
     """
     import torch
 
@@ -185,7 +185,7 @@ def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest
     torch.set_num_threads(1)
     try:
         run = tmp_path / "quickstart"
-        assert main(["train", "--out", str(run), "--model", "50k", "--tokens", "600k", "--no-progress",
+        assert main(["train", "--out", str(run), "--model", "6k", "--tokens", "1.2M", "--no-progress",
                      "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -193,10 +193,11 @@ def test_predict_works_on_a_quickstart_shaped_run(tmp_path: Path, capsys: pytest
     assert main(["predict", str(run), "--json"]) == 0
     p = json.loads(capsys.readouterr().out)
     from sfplus import PRESETS
+    from sfplus_lab.predict import fit_start
 
     robust = PRESETS["robust"]
-    assert p["target_step"] == 293 and p["fit_from_step"] == max(robust["c_warmup"], 2 * robust["warmup_steps"]) + 1
-    assert p["fit_from_step"] == 101
+    assert p["target_step"] == 586 and p["fit_from_step"] == fit_start(robust)
+    assert p["fit_from_step"] == max(robust["c_warmup"], 2 * robust["warmup_steps"]) + 1
     assert p["fit"]["num_points"] >= 4
     assert p["actual"] is not None and p["stderr"] is not None and abs(p["rel_error"]) < 0.2
 
@@ -207,6 +208,7 @@ def test_the_fit_starts_after_the_warm_start_and_twice_the_warmup() -> None:
     assert fit_start({"c_warmup": 0, "warmup_steps": 50}) == 101  # the default: no warm start, a 50-step warmup
     assert fit_start({"c_warmup": 100, "warmup_steps": 50}) == 101  # the fourth session's default
     assert fit_start({"c_warmup": 300, "warmup_steps": 50}) == 301
+    assert fit_start({"c_warmup": 0, "warmup_steps": 200}) == 401  # a 200-step warmup
     assert fit_start({"c_warmup": 0, "warmup_steps": 0}) == 1
     assert fit_start({"c_warmup": None, "warmup_steps": True}) == 1  # unknown or malformed settings count as 0
     assert fit_start(None) == 1 and fit_start({}) == 1
