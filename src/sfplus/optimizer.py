@@ -71,7 +71,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         betas: (β1, β2), the inner Adam momentum and second-moment EMA (robust (0.5, 0.95), paper (0.9, 0.95)).
         eps: added to sqrt(v̂); also γmax_0 (1e-8; must be > 0).
         weight_decay: λ, AdamC decay scaled by α²; typical 5-50, not AdamW's 0.1 (robust 10, paper 0).
-        warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (robust 50).
+        warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (robust 200).
         sf_beta1: β_sf, the interpolation weight of y between x and z, in (0, 1) (0.9).
         sf_beta1_max: β_max, the value β̃ is annealed to (0.965).
         sf_beta1_anneal_steps: T_anneal, steps of log-space annealing; 0 disables it (robust 0, which
