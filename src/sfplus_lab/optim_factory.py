@@ -465,6 +465,10 @@ _PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "warmup_steps": 50, 
                               "sf_beta1_anneal_steps": 1000, "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
 _LEAN: dict[str, Any] = {"max_inner": 0.0, "max_step_growth": 0.05, "max_step_ratio": 1.0, "bounded_decay": True,
                          "warmup_steps": 50, "lr": 1.0, "weight_decay": 0.0, "c_warmup": 0, "r": 0.0}  # fmt: skip
+#: What former defaults had that today's has not: a 50-step warmup (until the eleventh session) and, until the ninth,
+#: the ratio bound at 1.
+_W50: dict[str, Any] = {"warmup_steps": 50}
+_R1: dict[str, Any] = {**_W50, "max_step_ratio": 1.0}
 _SFPLUS = Method("sfplus", build=_unscheduled(_build_sfplus), polyak=True, color="black", label="SF+")
 _ADAMW = dict(tuned=True, lr=3e-3, weight_decay=0.1)  # lr suits the small lab models; the bench sweeps it
 
@@ -483,17 +487,20 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # ablations of the default: one safeguard changed each
     _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
-    _variant(_SFPLUS, "sfplus-no-ratio", {"max_step_ratio": OFF}, "gold"),  # the default from the eleventh session
-    _variant(_SFPLUS, "sfplus-ratio1", {"max_step_ratio": 1.0}, "peru"),  # the default until the tenth session
-    _variant(_SFPLUS, "sfplus-ratio0.5", {"max_step_ratio": 0.5}, "sienna"),  # the default in the tenth session
+    # former defaults, each pinned to every value that has changed since, so that a committed command naming one
+    # still trains what it trained then (a 50-step warmup until the twelfth session; the ratio bound at 1 from the
+    # third session to the ninth, 0.5 in the tenth, off from the eleventh)
+    _variant(_SFPLUS, "sfplus-no-ratio", {**_W50, "max_step_ratio": OFF}, "gold"),  # the eleventh session's default
+    _variant(_SFPLUS, "sfplus-ratio1", {**_W50, "max_step_ratio": 1.0}, "peru"),  # the default until the tenth session
+    _variant(_SFPLUS, "sfplus-ratio0.5", {**_W50, "max_step_ratio": 0.5}, "sienna"),  # the default in the tenth session
     # the default until the fourth session: beta annealed over 1000 steps as the paper advises for LLMs, beta1 0.9,
     # a 100-step warm start
-    _variant(_SFPLUS, "sfplus-anneal1000", {"sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},
-             "darkgray"),  # fmt: skip
+    _variant(_SFPLUS, "sfplus-anneal1000", {**_R1, "sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95),
+                                            "c_warmup": 100}, "darkgray"),  # fmt: skip
     # the default between the fourth session's two changes: no annealing, the paper's inner momentum 0.9
-    _variant(_SFPLUS, "sfplus-beta1-0.9", {"betas": (0.9, 0.95), "c_warmup": 100}, "dimgray"),
+    _variant(_SFPLUS, "sfplus-beta1-0.9", {**_R1, "betas": (0.9, 0.95), "c_warmup": 100}, "dimgray"),
     # the fourth session's default: inner momentum 0.8, a 100-step warm start
-    _variant(_SFPLUS, "sfplus-cw100-b0.8", {"c_warmup": 100, "betas": (0.8, 0.95)}, "slategray"),
+    _variant(_SFPLUS, "sfplus-cw100-b0.8", {**_R1, "c_warmup": 100, "betas": (0.8, 0.95)}, "slategray"),
     # candidates: the paper's reference defaults plus the four safeguards and a 50-step warmup (with and without
     # AdamC decay on the matrices)
     _variant(_SFPLUS, "sfplus-lean", {"preset": "paper", **_LEAN}, "tab:olive"),

@@ -147,3 +147,25 @@ def test_loss_floor_reaches_the_optimizer_and_is_checked() -> None:
     for bad in (math.nan, math.inf, "0.5"):
         with pytest.raises(UserError, match="loss_floor"):
             OptimConfig(loss_floor=bad)
+
+
+def test_former_defaults_are_pinned_and_agree_with_the_suite() -> None:
+    """A configuration named after a former default trains what it trained then, whatever today's default is: the
+    bench variant and the suite configuration of the same former default resolve to the same settings."""
+    import sfplus
+    from sfplus_lab.robust.suite import CONFIGS
+
+    pairs = {"sfplus-no-ratio": "default-no-ratio", "sfplus-ratio0.5": "default-ratio0.5",
+             "sfplus-ratio1": "default-ratio1", "sfplus-anneal1000": "default-anneal1000",
+             "sfplus-beta1-0.9": "default-beta1-0.9", "sfplus-cw100-b0.8": "default-cw100-b0.8"}  # fmt: skip
+    fields = ("warmup_steps", "max_step_ratio", "betas", "c_warmup", "sf_beta1_anneal_steps")
+    for bench_name, suite_name in pairs.items():
+        cfg = METHODS[bench_name].optim_config().resolved()
+        assert cfg.warmup_steps == 50, bench_name  # every former default had a 50-step warmup
+        suite = {**sfplus.PRESETS["robust"], **CONFIGS[suite_name]}  # the suite passes them to the constructor
+        for name in fields:
+            ours = getattr(cfg, name)
+            ours = None if ours == optim_factory.OFF else ours
+            assert ours == suite[name] or (name == "betas" and tuple(ours) == tuple(suite[name])), (bench_name, name)
+    assert METHODS["sfplus-ratio1"].optim_config().resolved().max_step_ratio == 1.0
+    assert METHODS["sfplus-ratio0.5"].optim_config().resolved().max_step_ratio == 0.5
