@@ -35,8 +35,9 @@ from sfplus_lab.config import CheckpointConfig, DataConfig, RunConfig, TrainConf
 from sfplus_lab.model import PRESETS
 from sfplus_lab.optim_factory import OptimConfig, at_x, build_optimizer
 
-#: The ScheduleFree+ configurations compared by default: the library's default and the two warmups.
-DEFAULT_SFPLUS = ('default={}', 'warmup50={"warmup_steps": 50}', 'warmup200={"warmup_steps": 200}')
+#: The ScheduleFree+ configurations compared by default: the library's default (a 200-step warmup from the twelfth
+#: session) and the eleventh session's 50-step warmup, whose shorter ramp a short fine-tune might prefer.
+DEFAULT_SFPLUS = ('default={}', 'warmup50={"warmup_steps": 50}')
 
 
 def debian_text(name: str) -> str:
