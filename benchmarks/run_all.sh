@@ -160,3 +160,11 @@ python -m sfplus_lab.robust --out benchmarks/results/robust_w200 --configs defau
 for dir in probes24_6k probes24_20k probes24_50k probes24_100k matched_seeds_w200 w200_lead; do
     bash benchmarks/results/$dir/command.txt
 done
+
+# 20. Twelfth session: no ratio bound and a 200-step warmup (the new default) with 8 seeds at every cell (seeds 0-3
+#     are probes24_*'s runs, copied into each runs/ first) and at 48k / 1000, the quickstart with 3 seeds, the 10M GPT
+#     for 600 steps, and short fine-tunes. Every benchmark command names the warmup and the bound explicitly.
+for dir in probes25_6k probes25_20k probes25_50k probes25_100k probes25_50k_1000 matched_seeds_w200b quickstart_w200 \
+           m10_600 short_finetune; do
+    bash benchmarks/results/$dir/command.txt
+done
