@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--steps and --pretrain-tokens must be positive")
     args.pretrain_data = args.pretrain_data or [debian_text("austen"), debian_text("mobydick")]
     args.finetune_data = args.finetune_data or [debian_text("kjv")]
-    configs: dict[str, OptimConfig] = {name: OptimConfig(**o) for name, o in parse_sfplus(args.sfplus).items()}
+    sfplus_overrides = parse_sfplus(args.sfplus)
+    configs: dict[str, OptimConfig] = {name: OptimConfig(**o) for name, o in sfplus_overrides.items()}
     for lr in args.adamw_lrs:
         configs[f"adamw-cosine lr {lr:g}"] = OptimConfig(name="adamw-cosine", lr=lr)
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     pre_corpus, ft_corpus = load_corpus(args.pretrain_data), load_corpus(args.finetune_data)
     doc: dict[str, Any] = {k: getattr(args, k) for k in ("model", "pretrain_data", "finetune_data", "pretrain_tokens",
                                                             "steps", "seeds", "batch_size", "seq_len", "eval_batches")}
-    doc.update(sfplus=parse_sfplus(args.sfplus), adamw_lrs=args.adamw_lrs, pretrain={}, runs=[])
+    doc.update(sfplus=sfplus_overrides, adamw_lrs=args.adamw_lrs, pretrain={}, runs=[])
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for seed in args.seeds:
@@ -190,8 +191,9 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  {steps} steps, {name}: {before:.4f} -> {after:.4f}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "short_finetune.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (args.out / "short_finetune.md").write_text(table(doc))
-    print(table(doc), end="")
+    summary = table(doc)
+    (args.out / "short_finetune.md").write_text(summary)
+    print(summary, end="")
 
 
 if __name__ == "__main__":

@@ -466,9 +466,10 @@ _PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "warmup_steps": 50, 
 _LEAN: dict[str, Any] = {"max_inner": 0.0, "max_step_growth": 0.05, "max_step_ratio": 1.0, "bounded_decay": True,
                          "warmup_steps": 50, "lr": 1.0, "weight_decay": 0.0, "c_warmup": 0, "r": 0.0}  # fmt: skip
 #: What former defaults had that today's has not: a 50-step warmup (until the eleventh session) and, until the ninth,
-#: the ratio bound at 1.
-_W50: dict[str, Any] = {"warmup_steps": 50}
-_R1: dict[str, Any] = {**_W50, "max_step_ratio": 1.0}
+#: the ratio bound at 1. The bench's variants and the robustness suite's configurations named after a former default
+#: pin them, so a committed command naming one still trains what it trained then.
+FORMER_WARMUP: dict[str, Any] = {"warmup_steps": 50}
+FORMER_RATIO1: dict[str, Any] = {**FORMER_WARMUP, "max_step_ratio": 1.0}
 _SFPLUS = Method("sfplus", build=_unscheduled(_build_sfplus), polyak=True, color="black", label="SF+")
 _ADAMW = dict(tuned=True, lr=3e-3, weight_decay=0.1)  # lr suits the small lab models; the bench sweeps it
 
@@ -490,17 +491,20 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # former defaults, each pinned to every value that has changed since, so that a committed command naming one
     # still trains what it trained then (a 50-step warmup until the twelfth session; the ratio bound at 1 from the
     # third session to the ninth, 0.5 in the tenth, off from the eleventh)
-    _variant(_SFPLUS, "sfplus-no-ratio", {**_W50, "max_step_ratio": OFF}, "gold"),  # the eleventh session's default
-    _variant(_SFPLUS, "sfplus-ratio1", {**_W50, "max_step_ratio": 1.0}, "peru"),  # the default until the tenth session
-    _variant(_SFPLUS, "sfplus-ratio0.5", {**_W50, "max_step_ratio": 0.5}, "sienna"),  # the default in the tenth session
+    # the eleventh session's default
+    _variant(_SFPLUS, "sfplus-no-ratio", {**FORMER_WARMUP, "max_step_ratio": OFF}, "gold"),
+    # the default until the tenth session
+    _variant(_SFPLUS, "sfplus-ratio1", {**FORMER_WARMUP, "max_step_ratio": 1.0}, "peru"),
+    # the default in the tenth session
+    _variant(_SFPLUS, "sfplus-ratio0.5", {**FORMER_WARMUP, "max_step_ratio": 0.5}, "sienna"),
     # the default until the fourth session: beta annealed over 1000 steps as the paper advises for LLMs, beta1 0.9,
     # a 100-step warm start
-    _variant(_SFPLUS, "sfplus-anneal1000", {**_R1, "sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95),
+    _variant(_SFPLUS, "sfplus-anneal1000", {**FORMER_RATIO1, "sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95),
                                             "c_warmup": 100}, "darkgray"),  # fmt: skip
     # the default between the fourth session's two changes: no annealing, the paper's inner momentum 0.9
-    _variant(_SFPLUS, "sfplus-beta1-0.9", {**_R1, "betas": (0.9, 0.95), "c_warmup": 100}, "dimgray"),
+    _variant(_SFPLUS, "sfplus-beta1-0.9", {**FORMER_RATIO1, "betas": (0.9, 0.95), "c_warmup": 100}, "dimgray"),
     # the fourth session's default: inner momentum 0.8, a 100-step warm start
-    _variant(_SFPLUS, "sfplus-cw100-b0.8", {**_R1, "c_warmup": 100, "betas": (0.8, 0.95)}, "slategray"),
+    _variant(_SFPLUS, "sfplus-cw100-b0.8", {**FORMER_RATIO1, "c_warmup": 100, "betas": (0.8, 0.95)}, "slategray"),
     # candidates: the paper's reference defaults plus the four safeguards and a 50-step warmup (with and without
     # AdamC decay on the matrices)
     _variant(_SFPLUS, "sfplus-lean", {"preset": "paper", **_LEAN}, "tab:olive"),

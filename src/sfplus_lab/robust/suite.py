@@ -15,14 +15,8 @@ import torch
 
 import sfplus
 
-from ..optim_factory import param_groups
+from ..optim_factory import FORMER_RATIO1, FORMER_WARMUP, param_groups
 from .problems import PROBLEMS, LabGPT
-
-#: What former defaults had that today's has not (a 50-step warmup until the eleventh session, the ratio bound at 1
-#: until the ninth): the configurations named after a former default pin them, so a committed command still trains
-#: what it trained then.
-_W50: dict[str, Any] = {"warmup_steps": 50}
-_R1: dict[str, Any] = {**_W50, "max_step_ratio": 1.0}
 
 #: name -> constructor keyword arguments of ScheduleFreePlus (applied on top of the library's defaults).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -34,17 +28,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-no-max-inner": {"max_inner": None},
     "default-no-growth": {"max_step_growth": None},
     "default-no-bounded-decay": {"bounded_decay": False},
-    "default-no-ratio": {**_W50, "max_step_ratio": None},  # the eleventh session's default
+    "default-no-ratio": {**FORMER_WARMUP, "max_step_ratio": None},  # the eleventh session's default
     "default-max-inner1": {"max_inner": 1.0},  # the next candidate: kappa = 1 (cheaper on the language models)
     # the default until the fourth session
-    "default-anneal1000": {**_R1, "sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},
-    "default-beta1-0.9": {**_R1, "betas": (0.9, 0.95), "c_warmup": 100},  # between the fourth session's two changes
-    "default-cw100-b0.8": {**_R1, "c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
-    "default-warmup25": {**_R1, "warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
+    "default-anneal1000": {**FORMER_RATIO1, "sf_beta1_anneal_steps": 1000, "betas": (0.9, 0.95), "c_warmup": 100},
+    # between the fourth session's two changes
+    "default-beta1-0.9": {**FORMER_RATIO1, "betas": (0.9, 0.95), "c_warmup": 100},
+    "default-cw100-b0.8": {**FORMER_RATIO1, "c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
+    "default-warmup25": {**FORMER_RATIO1, "warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
     "default-warmup200": {"warmup_steps": 200},  # the default from the twelfth session (a lead in the eleventh)
-    "default-ratio0.25": {**_W50, "max_step_ratio": 0.25},  # a lead at 96k and at 20 tokens/param (ninth session)
-    "default-ratio0.5": {**_W50, "max_step_ratio": 0.5},  # between it and R = 1; the default in the tenth session
-    "default-ratio1": {**_W50, "max_step_ratio": 1.0},  # the default from the third to the ninth session
+    # a lead at 96k and at 20 tokens/param (ninth session)
+    "default-ratio0.25": {**FORMER_WARMUP, "max_step_ratio": 0.25},
+    # between it and R = 1; the default in the tenth session
+    "default-ratio0.5": {**FORMER_WARMUP, "max_step_ratio": 0.5},
+    "default-ratio1": {**FORMER_WARMUP, "max_step_ratio": 1.0},  # the default from the third to the ninth session
     # the paper's reference defaults (no warmup, no decay, no annealing, ...) plus only the four safeguards
     "paper+safeguards": dict(sfplus.PAPER, max_inner=0.0, max_step_growth=0.05, max_step_ratio=1.0,
                              bounded_decay=True),  # fmt: skip
