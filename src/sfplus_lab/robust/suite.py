@@ -38,6 +38,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-warmup25": {**FORMER_RATIO1, "warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
     "default-warmup200": {"warmup_steps": 200},  # the default from the twelfth session (a lead in the eleventh)
     "default-pb999": {"warmup_steps": 200, "polyak_beta": 0.999},  # a longer memory of the L1 norm (thirteenth session)
+    "default-growth0.02": {"warmup_steps": 200, "max_step_growth": 0.02},  # a slower growth bound (thirteenth session)
     # a lead at 96k and at 20 tokens/param (ninth session)
     "default-ratio0.25": {**FORMER_WARMUP, "max_step_ratio": 0.25},
     # between it and R = 1; the default in the tenth session
