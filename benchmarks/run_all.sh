@@ -168,3 +168,14 @@ for dir in probes25_6k probes25_20k probes25_50k probes25_100k probes25_50k_1000
            m10_600 short_finetune; do
     bash benchmarks/results/$dir/command.txt
 done
+
+# 21. Thirteenth session: where the 20k seeds part. Every step of the first 981 / 400 / 322 steps of 16 seeds at 20k
+#     and 6.6k (benchmarks/early_steps.py), the diagnostics (alpha capped, a smaller decay, a longer warmup, a slower
+#     growth bound), polyak_beta 0.999 at 20k / 1000 (8 seeds), on the quickstart, the suite and the 10M GPT, and the
+#     2% growth bound on the suite, the 10M GPT (300 steps) and at 20k / 1000 (4 seeds). The default is unchanged.
+python -m sfplus_lab.robust --out benchmarks/results/robust_pb999 --configs default-pb999 --no-adamw
+python -m sfplus_lab.robust --out benchmarks/results/robust_growth002 --configs default-growth0.02 --no-adamw
+for dir in early_20k early_20k_diag early_20k_wd early_6k pb999_20k quickstart_pb999 m10_pb999 m10_growth002 \
+           growth002_20k; do
+    bash benchmarks/results/$dir/command.txt
+done
