@@ -15,11 +15,20 @@ import early_steps  # noqa: E402
 
 from sfplus_lab.bench.config import quick_config  # noqa: E402
 from sfplus_lab.bench.runner import Job, run_job  # noqa: E402
+from sfplus_lab.optim_factory import METHODS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cfg():
     return quick_config(budgets=(1.0,), batch_size=4, seq_len=16, eval_tokens=512)
+
+
+@pytest.fixture(autouse=True)
+def _forget_probes():
+    """``--variant`` registers its probe in the process's registry; other tests read the registry whole."""
+    yield
+    for name in [n for n in METHODS if n == "w2"]:
+        METHODS.pop(name)
 
 
 @pytest.fixture

@@ -211,6 +211,10 @@ def test_lab_helpers_under_torchrun_variables(world2):
         assert result["unwrapped_is_plain"]
 
 
+#: The lab run's last step before its loss reaches the unigram plateau (about 3.2 nats from step 8 on).
+_BEFORE_PLATEAU = 8
+
+
 def test_lab_trainer_under_ddp_matches_one_process(world2, lab_reference):
     """``Trainer`` on 2 ranks: one set of weights, rank 0 alone writes, losses equal a one-process run's.
 
@@ -218,7 +222,12 @@ def test_lab_trainer_under_ddp_matches_one_process(world2, lab_reference):
     forward (DDP's buffer broadcast) would leave the ranks out of step; this caught one.
 
     The lab trains in float32, where DDP's averaged gradient and the one-process gradient differ in
-    rounding (Adam magnifies that on near-zero gradients), so the check is on the losses, not bits.
+    rounding (Adam magnifies that on near-zero gradients), so the check is on the losses and α, not bits.
+    Up to step 8 the two runs agree to about 1e-7 and are held to 1e-4 (α to 1e-5): a statistic miscounted
+    across ranks (F, I or ‖g‖₁ summed where it should be averaged) is off by a factor from the first step.
+    From step 8 the model is on the unigram plateau, where the Polyak step amplifies rounding tenfold a step
+    (docs/algorithm.md, "The trailing seeds stalled on the plateau"): on one machine the runs' validation
+    losses at step 12 differ by 2.9e-4, on another by less than 1e-4, so those steps are held to 1e-2.
     """
     ranks = value(world2, "lab_train")
     assert ranks[0]["step"] == ranks[1]["step"] == S.LAB_STEPS
@@ -231,7 +240,10 @@ def test_lab_trainer_under_ddp_matches_one_process(world2, lab_reference):
     assert got == [(r["kind"], r["step"]) for r in lab_reference]
     for mine, ref in zip(ranks[0]["rows"], lab_reference):
         key = "loss" if mine["kind"] == "train" else "val_loss"
-        assert mine[key] == pytest.approx(ref[key], rel=1e-4), f"{key} at step {mine['step']}"
+        tight = mine["step"] <= _BEFORE_PLATEAU
+        assert mine[key] == pytest.approx(ref[key], rel=1e-4 if tight else 1e-2), f"{key} at step {mine['step']}"
+        if mine["kind"] == "train" and tight:
+            assert mine["alpha"] == pytest.approx(ref["alpha"], rel=1e-5), f"alpha at step {mine['step']}"
 
 
 def test_lab_ranks_stop_together(world2):
