@@ -34,7 +34,7 @@ from sfplus_lab import loop  # noqa: E402
 from sfplus_lab.atomic import write_atomic  # noqa: E402
 from sfplus_lab.bench.config import model_config  # noqa: E402
 from sfplus_lab.bench.meta import run_meta  # noqa: E402
-from sfplus_lab.bench.runner import _eval_windows, evaluate, load_bench_corpus  # noqa: E402
+from sfplus_lab.bench.runner import _eval_windows, _nonfinite, evaluate, load_bench_corpus  # noqa: E402
 from sfplus_lab.data import get_batch  # noqa: E402
 from sfplus_lab.errors import UserError  # noqa: E402
 from sfplus_lab.model import GPT  # noqa: E402
@@ -42,10 +42,6 @@ from sfplus_lab.optim_factory import METHODS, build_optimizer  # noqa: E402
 
 #: The optimizer statistics kept for every step (``optimizer.stats`` keys), with the training loss.
 STATS = ("alpha", "loss", "inner", "l1", "e_hat")
-
-
-def _nonfinite(loss: torch.Tensor) -> bool:
-    return not math.isfinite(float(loss.detach()))
 
 
 def trace_run(config: str, seed: int, *, cfg, size: str, steps: int, evals: list[int]) -> dict:
@@ -148,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"source": args.results, "size": args.size, "steps": args.steps, "evals": evals,
               "variants": args.variant, "meta": run_meta(), "summary": summary, "runs": runs}  # fmt: skip
     write_atomic(out / "early_steps.json", json.dumps(result))
-    write_atomic(out / "early_steps.md", table(summary, runs, args.configs) + "\n")
-    print(table(summary, runs, args.configs).split("\n\n")[0])
+    text = table(summary, runs, args.configs)
+    write_atomic(out / "early_steps.md", text + "\n")
+    print(text.split("\n\n")[0])
     return 0
 
 
