@@ -68,7 +68,7 @@ class ScheduleFreePlus(ScheduleFreePlusBase):
         params: an iterable of tensors, of dicts (param groups) or of ``(name, tensor)`` pairs.
         lr: γ, a multiplier of the Polyak step, not a learning rate to tune (1.0 in both presets). An
             outside LR scheduler that changes it keeps working.
-        betas: (β1, β2), the inner Adam momentum and second-moment EMA (robust (0.5, 0.95), paper (0.9, 0.95)).
+        betas: (β1, β2), the inner Adam momentum and second-moment EMA (robust (0.3, 0.95), paper (0.9, 0.95)).
         eps: added to sqrt(v̂); also γmax_0 (1e-8; must be > 0).
         weight_decay: λ, AdamC decay scaled by α²; typical 5-50, not AdamW's 0.1 (robust 10, paper 0).
         warmup_steps: linear ramp of γ over this many steps, never a fraction of a horizon (robust 200).

@@ -465,10 +465,12 @@ _PAPER_ROW: dict[str, Any] = {"preset": "paper", "lr": 1.0, "warmup_steps": 50, 
                               "sf_beta1_anneal_steps": 1000, "polyak_beta": 0.9, "c_warmup": 100}  # fmt: skip
 _LEAN: dict[str, Any] = {"max_inner": 0.0, "max_step_growth": 0.05, "max_step_ratio": 1.0, "bounded_decay": True,
                          "warmup_steps": 50, "lr": 1.0, "weight_decay": 0.0, "c_warmup": 0, "r": 0.0}  # fmt: skip
-#: What former defaults had that today's has not: a 50-step warmup (until the eleventh session) and, until the ninth,
-#: the ratio bound at 1. The bench's variants and the robustness suite's configurations named after a former default
-#: pin them, so a committed command naming one still trains what it trained then.
-FORMER_WARMUP: dict[str, Any] = {"warmup_steps": 50}
+#: What former defaults had that today's has not: inner momentum 0.5 (from the fifth session to the thirteenth), a
+#: 50-step warmup (until the eleventh session) and, until the ninth, the ratio bound at 1. The bench's variants and
+#: the robustness suite's configurations named after a former default pin them, so a committed command naming one
+#: still trains what it trained then.
+FORMER_BETAS: dict[str, Any] = {"betas": (0.5, 0.95)}
+FORMER_WARMUP: dict[str, Any] = {**FORMER_BETAS, "warmup_steps": 50}
 FORMER_RATIO1: dict[str, Any] = {**FORMER_WARMUP, "max_step_ratio": 1.0}
 _SFPLUS = Method("sfplus", build=_unscheduled(_build_sfplus), polyak=True, color="black", label="SF+")
 _ADAMW = dict(tuned=True, lr=3e-3, weight_decay=0.1)  # lr suits the small lab models; the bench sweeps it
@@ -489,8 +491,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-no-max-inner", {"max_inner": OFF}, "tab:gray"),
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
     # former defaults, each pinned to every value that has changed since, so that a committed command naming one
-    # still trains what it trained then (a 50-step warmup until the twelfth session; the ratio bound at 1 from the
+    # still trains what it trained then (inner momentum 0.5 from the fifth session to the thirteenth; a 50-step
+    # warmup until the twelfth session; the ratio bound at 1 from the
     # third session to the ninth, 0.5 in the tenth, off from the eleventh)
+    # the twelfth and thirteenth sessions' default (inner momentum 0.5)
+    _variant(_SFPLUS, "sfplus-b0.5", FORMER_BETAS, "darkgoldenrod"),
     # the eleventh session's default
     _variant(_SFPLUS, "sfplus-no-ratio", {**FORMER_WARMUP, "max_step_ratio": OFF}, "gold"),
     # the default until the tenth session

@@ -157,11 +157,15 @@ def test_former_defaults_are_pinned_and_agree_with_the_suite() -> None:
 
     pairs = {"sfplus-no-ratio": "default-no-ratio", "sfplus-ratio0.5": "default-ratio0.5",
              "sfplus-ratio1": "default-ratio1", "sfplus-anneal1000": "default-anneal1000",
-             "sfplus-beta1-0.9": "default-beta1-0.9", "sfplus-cw100-b0.8": "default-cw100-b0.8"}  # fmt: skip
+             "sfplus-beta1-0.9": "default-beta1-0.9", "sfplus-cw100-b0.8": "default-cw100-b0.8",
+             "sfplus-b0.5": "default-warmup200"}  # fmt: skip
     fields = ("warmup_steps", "max_step_ratio", "betas", "c_warmup", "sf_beta1_anneal_steps")
     for bench_name, suite_name in pairs.items():
         cfg = METHODS[bench_name].optim_config().resolved()
-        assert cfg.warmup_steps == 50, bench_name  # every former default had a 50-step warmup
+        # every former default had a 50-step warmup but the twelfth and thirteenth sessions' (200, as today's), and
+        # a larger inner momentum than today's
+        assert cfg.warmup_steps == (200 if bench_name == "sfplus-b0.5" else 50), bench_name
+        assert cfg.betas[0] > sfplus.PRESETS["robust"]["betas"][0], bench_name
         suite = {**sfplus.PRESETS["robust"], **CONFIGS[suite_name]}  # the suite passes them to the constructor
         for name in fields:
             ours = getattr(cfg, name)
