@@ -182,7 +182,7 @@ done
 
 # 22. Fourteenth session: inner momentum 0.3 (the new default). The 20k screens of beta1 (400 steps, 16 seeds; 196
 #     steps, 48 seeds), the benchmark's cells (16 seeds at 6.6k and 20k, 8 at 48k / 20, 4 at 48k / 100 and 96k / 20),
-#     the suite, the quickstart and the 10M GPT (300 steps). Every command names the inner momentum explicitly.
+#     the suite, the quickstart and the 10M GPT (300 and 600 steps). Every command names the inner momentum explicitly.
 python -m sfplus_lab.robust --out benchmarks/results/robust_b03 --configs default-b0.3 --no-adamw
 for dir in early_20k_betas early_20k_48seeds probes26_6k probes26_20k probes26_50k probes26_50k_100 probes26_100k \
            matched_seeds_b03 quickstart_b03 m10_b03; do
