@@ -492,8 +492,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _variant(_SFPLUS, "sfplus-max-inner1", {"max_inner": 1.0}, "silver"),
     # former defaults, each pinned to every value that has changed since, so that a committed command naming one
     # still trains what it trained then (inner momentum 0.5 from the fifth session to the thirteenth; a 50-step
-    # warmup until the twelfth session; the ratio bound at 1 from the
-    # third session to the ninth, 0.5 in the tenth, off from the eleventh)
+    # warmup until the twelfth session; the ratio bound at 1 from the third session to the ninth, 0.5 in the tenth,
+    # off from the eleventh)
     # the twelfth and thirteenth sessions' default (inner momentum 0.5)
     _variant(_SFPLUS, "sfplus-b0.5", FORMER_BETAS, "darkgoldenrod"),
     # the eleventh session's default
