@@ -188,3 +188,11 @@ for dir in early_20k_betas early_20k_48seeds probes26_6k probes26_20k probes26_5
            matched_seeds_b03 quickstart_b03 m10_b03; do
     bash benchmarks/results/$dir/command.txt
 done
+
+# 23. Fifteenth session: the cells the fourteenth left, with inner momentum 0.3 (48k / 1000, 96k / 100, the trainer's
+#     batch shape at 48k, the short fine-tunes), the matched-seeds table with every cell, and how the 20k seeds part
+#     over the run (reads probes26_20k's runs, section 22).
+for dir in probes27_100k probes27_50k_1000 probes27_50k_16x128 short_finetune_b03 matched_seeds_b03b \
+           seed_spread_20k_b03; do
+    bash benchmarks/results/$dir/command.txt
+done
