@@ -196,5 +196,6 @@ for dir in probes27_100k probes27_50k_1000 probes27_50k_16x128 short_finetune_b0
            seed_spread_20k_b03; do
     bash benchmarks/results/$dir/command.txt
 done
-# The probe of a later switch to inner momentum 0.5 applies its patch to a copy of src/ (its command.txt says how).
+# The probes of a later switch to inner momentum 0.5 apply a patch to a copy of src/ (their command.txt says how).
 bash benchmarks/results/probe_b1switch_100k/command.txt
+bash benchmarks/results/probe_b1switch300_100k/command.txt
