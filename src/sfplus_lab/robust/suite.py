@@ -18,6 +18,9 @@ import sfplus
 from ..optim_factory import FORMER_BETAS, FORMER_RATIO1, FORMER_WARMUP, param_groups
 from .problems import PROBLEMS, LabGPT
 
+#: The default of the twelfth and thirteenth sessions (a lead in the eleventh): inner momentum 0.5, a 200-step warmup.
+_DEFAULT_W200: dict[str, Any] = {**FORMER_BETAS, "warmup_steps": 200}
+
 #: name -> constructor keyword arguments of ScheduleFreePlus (applied on top of the library's defaults).
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -36,11 +39,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-beta1-0.9": {**FORMER_RATIO1, "betas": (0.9, 0.95), "c_warmup": 100},
     "default-cw100-b0.8": {**FORMER_RATIO1, "c_warmup": 100, "betas": (0.8, 0.95)},  # the fourth session's default
     "default-warmup25": {**FORMER_RATIO1, "warmup_steps": 25},  # a lead at 20 tokens/param (seventh session)
-    # the default of the twelfth and thirteenth sessions (a lead in the eleventh; inner momentum 0.5)
-    "default-warmup200": {**FORMER_BETAS, "warmup_steps": 200},
+    "default-warmup200": {**_DEFAULT_W200},
     # a longer memory of the L1 norm, and a slower growth bound (thirteenth session)
-    "default-pb999": {**FORMER_BETAS, "warmup_steps": 200, "polyak_beta": 0.999},
-    "default-growth0.02": {**FORMER_BETAS, "warmup_steps": 200, "max_step_growth": 0.02},
+    "default-pb999": {**_DEFAULT_W200, "polyak_beta": 0.999},
+    "default-growth0.02": {**_DEFAULT_W200, "max_step_growth": 0.02},
     "default-b0.3": {"betas": (0.3, 0.95)},  # the default from the fourteenth session (a candidate there)
     # a lead at 96k and at 20 tokens/param (ninth session)
     "default-ratio0.25": {**FORMER_WARMUP, "max_step_ratio": 0.25},
