@@ -199,3 +199,10 @@ done
 # The probes of a later switch to inner momentum 0.5 apply a patch to a copy of src/ (their command.txt says how).
 bash benchmarks/results/probe_b1switch_100k/command.txt
 bash benchmarks/results/probe_b1switch300_100k/command.txt
+
+# 24. Sixteenth session: seven settings around the default over the first fifth of the 20k run (1962 steps, 16 seeds
+#     each; the phase that sets the seeds' order at 1000 tokens per parameter), and polyak_beta 0.99 at 20k to 1000
+#     tokens per parameter (16 seeds). The default is unchanged.
+for dir in screen_20k_200tpp; do
+    bash benchmarks/results/$dir/command.txt
+done
