@@ -44,6 +44,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default-pb999": {**_DEFAULT_W200, "polyak_beta": 0.999},
     "default-growth0.02": {**_DEFAULT_W200, "max_step_growth": 0.02},
     "default-b0.3": {"betas": (0.3, 0.95)},  # the default from the fourteenth session (a candidate there)
+    # a 100-step memory of the L1 norm: a lead of the sixteenth session
+    "default-pb0.99": {"betas": (0.3, 0.95), "polyak_beta": 0.99},
     # a lead at 96k and at 20 tokens/param (ninth session)
     "default-ratio0.25": {**FORMER_WARMUP, "max_step_ratio": 0.25},
     # between it and R = 1; the default in the tenth session
