@@ -201,11 +201,11 @@ bash benchmarks/results/probe_b1switch_100k/command.txt
 bash benchmarks/results/probe_b1switch300_100k/command.txt
 
 # 24. Sixteenth session: seven settings around the default over the first fifth of the 20k run (1962 steps, 16 seeds
-#     each; the phase that sets the seeds' order at 1000 tokens per parameter), and polyak_beta 0.99 (the lead): 6.6k and
-#     20k to 1000 tokens per parameter (16 seeds), 48k to 100 (4), the suite, the quickstart and the 10M GPT. The default
-#     is unchanged.
+#     each; the phase that sets the seeds' order at 1000 tokens per parameter), and polyak_beta 0.99 (the lead): 6.6k
+#     and 20k to 1000 tokens per parameter (16 seeds), 48k to 100 (4), 96k to 100 (2), the suite, the quickstart and
+#     the 10M GPT. The default is unchanged.
 python -m sfplus_lab.robust --out benchmarks/results/robust_pb099 --configs default-pb0.99 --no-adamw
-for dir in screen_20k_200tpp probes28_20k probes28_6k probes28_50k_100 matched_seeds_pb099 quickstart_pb099 \
-           m10_pb099b; do
+for dir in screen_20k_200tpp probes28_20k probes28_6k probes28_50k_100 probes28_100k matched_seeds_pb099 \
+           quickstart_pb099 m10_pb099b; do
     bash benchmarks/results/$dir/command.txt
 done
