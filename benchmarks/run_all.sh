@@ -210,10 +210,11 @@ for dir in screen_20k_200tpp probes28_20k probes28_6k probes28_50k_100 probes28_
     bash benchmarks/results/$dir/command.txt
 done
 
-# 25. Seventeenth session: polyak_beta 0.99 on the 10M GPT with a second seed (600 steps, then continued to 1500), and
+# 25. Seventeenth session: polyak_beta 0.99 on the 10M GPT with a second seed (600 steps, then continued to 1500),
+#     AdamW with cosine decay on the 10M GPT (four learning rates, seed 0), and
 #     two memories of ||g||_1 that are not library options (a patch to a copy of src/, their command.txt says how):
 #     one growing with the steps, one asymmetric, over the first fifth of the 20k run (16 seeds) and on the 10M GPT.
 #     The default is unchanged.
-for dir in m10_l1_memory screen_20k_l1_ramp screen_20k_l1_asym; do
+for dir in m10_l1_memory m10_adamw_cosine screen_20k_l1_ramp screen_20k_l1_asym; do
     bash benchmarks/results/$dir/command.txt
 done
