@@ -38,6 +38,7 @@ def test_table_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     text = out.read_text()
     assert "| alpha | x | 1.0000 | 1.0000 |" in text and "| loss | y | 2.000 | 2.000 |" in text
     assert text == capsys.readouterr().out
-    for bad in ([f"x={tmp_path / 'missing.json'}"], [str(a)], [f"x={a}", "--edges", "5", "3"]):
+    bad_edges = (["5", "3"], ["1", "3", "3"], ["0", "3"])  # decreasing, an empty window, a step 0
+    for bad in ([f"x={tmp_path / 'missing.json'}"], [str(a)], *([f"x={a}", "--edges", *e] for e in bad_edges)):
         with pytest.raises(SystemExit):
             early_windows.main(bad)
